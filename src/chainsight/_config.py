@@ -1,0 +1,445 @@
+"""``configure()`` / ``reset()`` / ``shutdown()``: the one place settings are resolved.
+
+Settings follow argument > environment variable > default, parsed here only. ``configure()`` may
+be called again at any time: it builds a new immutable :class:`Config` snapshot and swaps it in
+with one assignment, so stages in flight keep the snapshot they started with. The request path
+reads :data:`CONFIG` once per stage.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from chainsight import _names as n
+from chainsight._errors import ConfigurationError
+from chainsight._export import (
+    DroppingBatchProcessor,
+    build_tracer_provider,
+    default_exporter_spec,
+    make_exporter,
+    parse_exporter,
+)
+from chainsight._faults import Classifier
+from chainsight._metrics import Metrics, metrics_for
+from chainsight._redact import Redactor
+
+if TYPE_CHECKING:
+    from chainsight._budget import BudgetSet
+    from chainsight._cost import PriceTable
+
+__all__ = ["CONFIG", "Config", "configure", "report_internal", "reset", "shutdown"]
+
+logger = logging.getLogger("chainsight")
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_SECRET_RELEASE_KEYS: Final = frozenset({"id"})
+_INSTRUMENTATION_NAME: Final = "chainsight"
+
+
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    logger.warning("ignoring %s=%r: expected true or false", name, raw)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One immutable snapshot of the resolved settings."""
+
+    version: int
+    enabled: bool
+    service: str
+    environment: str | None
+    release: Mapping[str, str]
+    release_id: str
+    release_attributes: Mapping[str, str]
+    tracer: trace.Tracer
+    sample_ratio: float
+    exporter: str
+    metrics: Metrics
+    classifiers: tuple[Classifier, ...]
+    raise_internal: bool
+    prices: PriceTable
+    budgets: BudgetSet | None
+    redactor: Redactor
+    owned_provider: TracerProvider | None = None
+    processor: DroppingBatchProcessor | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Explicit configure() arguments, merged across calls (None = unchanged, as in structlog).
+_settings: dict[str, Any] = {}
+_lock = threading.RLock()
+_version = 0
+_internal_logged: set[str] = set()
+_atexit_registered = False
+CONFIG: Config  # set at the bottom of this module and by every configure()/reset()
+
+
+def _release(value: object) -> tuple[dict[str, str], str]:
+    if value is None:
+        return {}, "unknown"
+    if isinstance(value, str):
+        if not value:
+            raise ConfigurationError("release='' is empty; give a version string or a mapping")
+        return {}, value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"release must be a string or a mapping of str to str, got {value!r} "
+            f"({type(value).__name__}), e.g. release={{'model': 'gpt-4o', 'prompt': 'answer@7'}}"
+        )
+    items: dict[str, str] = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigurationError(
+                f"release key {key!r} must be an identifier such as 'model' or 'prompt': it "
+                "becomes a metric label and a span attribute"
+            )
+        if not isinstance(val, (str, int, float)) or isinstance(val, bool):
+            raise ConfigurationError(
+                f"release[{key!r}] = {val!r} must be a string (or number), e.g. 'answer@7'"
+            )
+        items[key] = str(val)
+    explicit = items.pop("id", None)
+    release_id = explicit or ",".join(f"{k}={v}" for k, v in sorted(items.items())) or "unknown"
+    return items, release_id
+
+
+def _sample_ratio(value: object) -> float:
+    if value is None:
+        raw = os.environ.get(n.ENV_SAMPLE_RATIO)
+        if raw is None:
+            return 1.0
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{n.ENV_SAMPLE_RATIO}={raw!r} is not a number; use a value from 0.0 to 1.0"
+            ) from None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ConfigurationError(
+            f"sample_ratio must be a number from 0.0 to 1.0, got {value!r}; 1.0 keeps every trace"
+        )
+    return float(value)
+
+
+def _check_str(name: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigurationError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+
+
+_KNOWN: Final = frozenset(
+    {
+        "service", "environment", "release", "exporter", "sample_ratio", "enabled", "registry",
+        "metrics_port", "metrics_addr", "label_limits", "classifiers", "tracer_provider",
+        "prices", "budgets", "budget_store", "capture_content", "log_stages", "otlp_metrics",
+        "conventions", "redactors", "max_content_bytes", "content_hash_key",
+    }
+)  # fmt: skip
+
+
+def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
+    """Resolve settings into a new snapshot; raise ConfigurationError before changing anything."""
+    global _version
+    enabled = settings.get("enabled")
+    if enabled is None:
+        enabled = _env_bool(n.ENV_ENABLED)
+    if enabled is None:
+        disabled = _env_bool(n.ENV_OTEL_SDK_DISABLED)
+        enabled = not disabled if disabled is not None else True
+    if not isinstance(enabled, bool):
+        raise ConfigurationError(f"enabled must be True or False, got {enabled!r}")
+
+    service = _check_str("service", settings.get("service")) or (
+        os.environ.get(n.ENV_SERVICE)
+        or os.environ.get(n.ENV_OTEL_SERVICE_NAME)
+        or "unknown_service"
+    )
+    environment = _check_str("environment", settings.get("environment")) or os.environ.get(
+        n.ENV_ENVIRONMENT
+    )
+    release, release_id = _release(settings.get("release"))
+    ratio = _sample_ratio(settings.get("sample_ratio"))
+    exporter_spec = settings.get("exporter")
+    if exporter_spec is None:
+        exporter_spec = default_exporter_spec()
+    kind, arg = parse_exporter(exporter_spec)
+
+    classifiers = tuple(settings.get("classifiers") or ())
+    for rule in classifiers:
+        if not callable(rule):
+            raise ConfigurationError(
+                f"classifiers must be callables (exception, stage_kind) -> (fault, error_type) "
+                f"or None; got {rule!r}"
+            )
+    metrics = metrics_for(settings.get("registry"), settings.get("label_limits"))
+    port = settings.get("metrics_port")
+    if port is not None:
+        addr = _check_str("metrics_addr", settings.get("metrics_addr")) or "127.0.0.1"
+        metrics.serve(port, addr)
+
+    release_attrs = {n.CS_RELEASE_ID: release_id}
+    release_attrs.update({n.CS_RELEASE_PREFIX + k: v for k, v in release.items()})
+    metrics.set_release(release_id, release, service=service, environment=environment or "")
+
+    prices = _prices(settings, previous)
+    budgets = _budgets(settings, previous)
+    if budgets is not None:
+        metrics.budget_collector.source = budgets.states
+    redactor = Redactor(
+        extra=tuple(settings.get("redactors") or ()),
+        hash_key=settings.get("content_hash_key"),
+        max_bytes=settings.get("max_content_bytes") or 4096,
+        on_failure=lambda _exc: metrics.internal_error("redaction_failed"),
+    )
+
+    raise_internal = _env_bool(n.ENV_RAISE_INTERNAL) or False
+    owned: TracerProvider | None = None
+    processor: DroppingBatchProcessor | None = None
+    provider = settings.get("tracer_provider")
+    if provider is None:
+        global_provider = trace.get_tracer_provider()
+        if isinstance(global_provider, TracerProvider):
+            provider = global_provider  # the app set one up: use it, install nothing
+    if provider is None:
+        reuse = (
+            previous is not None
+            and previous.owned_provider is not None
+            and previous.service == service
+            and previous.environment == environment
+            and previous.sample_ratio == ratio
+            and previous.exporter == exporter_spec
+            and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
+        )
+        if reuse and previous is not None:
+            owned, processor = previous.owned_provider, previous.processor
+        else:
+            attributes: dict[str, str] = {n.SERVICE_NAME: service}
+            if environment:
+                attributes[n.DEPLOYMENT_ENVIRONMENT_NAME] = environment
+            exporter = (
+                settings["_test_exporter"]
+                if "_test_exporter" in settings
+                else make_exporter(kind, arg)
+            )
+            owned, processor = build_tracer_provider(
+                resource=Resource.create(attributes),
+                sample_ratio=ratio,
+                exporter=exporter,
+                on_failure=metrics.span_export_failed,
+                synchronous="_test_exporter" in settings,
+            )
+        provider = owned
+    tracer = cast(TracerProvider, provider).get_tracer(_INSTRUMENTATION_NAME)
+
+    _version += 1
+    extras = {k: v for k, v in settings.items() if k not in _KNOWN_CORE}
+    return Config(
+        version=_version,
+        enabled=enabled,
+        service=service,
+        environment=environment,
+        release=release,
+        release_id=release_id,
+        release_attributes=release_attrs,
+        tracer=tracer,
+        sample_ratio=ratio,
+        exporter=exporter_spec,
+        metrics=metrics,
+        classifiers=classifiers,
+        raise_internal=raise_internal,
+        prices=prices,
+        budgets=budgets,
+        redactor=redactor,
+        owned_provider=owned,
+        processor=processor,
+        extras=extras,
+    )
+
+
+def _prices(settings: Mapping[str, Any], previous: Config | None) -> PriceTable:
+    from chainsight._cost import PriceTable  # noqa: PLC0415 - the table loads lazily
+
+    given = settings.get("prices")
+    if previous is not None and previous.extras.get("prices") is given:
+        return previous.prices
+    table = PriceTable.bundled()
+    return table if given is None else table.with_overrides(given)
+
+
+def _budgets(settings: Mapping[str, Any], previous: Config | None) -> BudgetSet | None:
+    given = settings.get("budgets")
+    store = settings.get("budget_store")
+    if not given:
+        if store is not None:
+            raise ConfigurationError(
+                "budget_store= was given without budgets=[...]; add chainsight.Budget(...) "
+                "objects or drop the store"
+            )
+        return None
+    if (
+        previous is not None
+        and previous.budgets is not None
+        and previous.extras.get("budgets") is given
+        and previous.extras.get("budget_store") is store
+    ):
+        return previous.budgets
+    from chainsight._budget import Budget, BudgetSet  # noqa: PLC0415
+
+    if isinstance(given, Budget) or not isinstance(given, Sequence):
+        raise ConfigurationError(
+            f"budgets must be a list of chainsight.Budget, got {given!r}; write "
+            "budgets=[chainsight.Budget('daily', 50.0)]"
+        )
+    for item in given:
+        if not isinstance(item, Budget):
+            raise ConfigurationError(f"budgets contains {item!r}, which is not a chainsight.Budget")
+    return BudgetSet(list(given), store)
+
+
+_KNOWN_CORE: Final = frozenset(
+    {
+        "service", "environment", "release", "exporter", "sample_ratio", "enabled", "registry",
+        "metrics_port", "metrics_addr", "label_limits", "classifiers", "tracer_provider",
+    }
+)  # fmt: skip
+
+
+def _retire(old: Config | None, new: Config) -> None:
+    """Shut down a provider we owned and no longer use, off the caller's thread."""
+    if old is None or old.owned_provider is None or old.owned_provider is new.owned_provider:
+        return
+    provider = old.owned_provider
+    threading.Thread(
+        target=_bounded_shutdown, args=(provider, 5.0), name="chainsight-retire", daemon=True
+    ).start()
+
+
+def _bounded_shutdown(provider: TracerProvider, timeout: float) -> None:
+    try:
+        provider.force_flush(int(timeout * 1000))
+        provider.shutdown()
+    except Exception:  # a failing exporter must not surface at shutdown
+        logger.debug("chainsight: exporter failed during shutdown", exc_info=True)
+
+
+def configure(**kwargs: Any) -> None:
+    """Configure chainsight; every argument is keyword-only and optional.
+
+    A value of ``None`` leaves that setting unchanged, so ``configure()`` may be called again to
+    change one setting (e.g. ``release``) while requests are in flight: new stages see the new
+    settings, stages in flight finish with the old ones. Raises :class:`ConfigurationError` (and
+    changes nothing) when a value is not usable. See ``docs/api.md`` for every setting.
+    """
+    global CONFIG, _atexit_registered
+    unknown = sorted(set(kwargs) - _KNOWN - {"_test_exporter"})
+    if unknown:
+        raise ConfigurationError(
+            f"configure() got unknown setting(s) {', '.join(unknown)}; known settings are: "
+            f"{', '.join(sorted(_KNOWN))}"
+        )
+    with _lock:
+        merged = dict(_settings)
+        merged.update({k: v for k, v in kwargs.items() if v is not None})
+        old = _current()
+        new = _build(merged, old)
+        _settings.clear()
+        _settings.update(merged)
+        CONFIG = new
+        _retire(old, new)
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+
+
+def _current() -> Config | None:
+    return globals().get("CONFIG")
+
+
+def reset() -> None:
+    """Undo every ``configure()``: shut down what chainsight created and restore the defaults.
+
+    Meant for tests and for switching setups in a long-lived process.
+    """
+    global CONFIG
+    with _lock:
+        old = _current()
+        _settings.clear()
+        _internal_logged.clear()
+        if old is not None:
+            old.metrics.stop_server()
+        CONFIG = _build({"exporter": "none"}, None)
+        if old is not None and old.owned_provider is not None:
+            _bounded_shutdown(old.owned_provider, 2.0)
+
+
+def shutdown(timeout: float = 5.0) -> bool:
+    """Flush and stop span export within ``timeout`` seconds; return True if it finished.
+
+    A dead or slow backend cannot hold the process longer than ``timeout``: what could not be
+    sent by then is counted in ``chainsight_export_failures_total``.
+    """
+    cfg = CONFIG
+    provider = cfg.owned_provider
+    if provider is None:
+        return True
+    worker = threading.Thread(
+        target=_bounded_shutdown, args=(provider, timeout), name="chainsight-shutdown", daemon=True
+    )
+    worker.start()
+    worker.join(timeout)
+    finished = not worker.is_alive()
+    if not finished and cfg.processor is not None:
+        lost = cfg.processor.pending
+        if lost > 0:
+            cfg.metrics.span_export_failed(lost)
+    return finished
+
+
+def _at_exit() -> None:
+    shutdown(timeout=float(os.environ.get("CHAINSIGHT_SHUTDOWN_TIMEOUT", "3")))
+
+
+def report_internal(where: str, exc: BaseException) -> None:
+    """An error inside chainsight: count it, log it once per place, never raise it.
+
+    With ``CHAINSIGHT_RAISE_INTERNAL_ERRORS=1`` (our own test suite) it is re-raised so bugs show.
+    """
+    cfg = CONFIG
+    try:
+        cfg.metrics.internal_error(where)
+        if where not in _internal_logged:
+            _internal_logged.add(where)
+            logger.error("chainsight internal error in %s (logged once)", where, exc_info=exc)
+    except Exception:  # noqa: S110 - the reporter itself must never fail the app
+        pass
+    if cfg.raise_internal:
+        raise exc
+
+
+CONFIG = _build({"exporter": "none"}, None)

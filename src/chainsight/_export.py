@@ -1,0 +1,327 @@
+"""Span export: OTLP, console, JSONL and none; counted drops; the tracer provider we own.
+
+Spans always leave through a batch processor, so no export work happens on the request path.
+A bounded queue sits in front of it: when the backend is down and the queue is full, spans are
+dropped and counted in ``chainsight_export_failures_total{signal="traces"}``, never blocked on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from chainsight import _names as n
+from chainsight._errors import ConfigurationError
+
+__all__ = [
+    "CountingSpanExporter",
+    "DroppingBatchProcessor",
+    "JsonlSpanExporter",
+    "build_tracer_provider",
+    "default_exporter_spec",
+    "parse_exporter",
+    "span_to_dict",
+]
+
+QUEUE_SIZE: Final = 4096
+BATCH_SIZE: Final = 512
+SCHEDULE_DELAY_MS: Final = 2000
+EXPORT_TIMEOUT_S: Final = 5.0
+JSONL_SCHEMA: Final = "chainsight.span/1"
+
+FailureCallback = Callable[[int], None]
+
+
+def default_exporter_spec() -> str:
+    """OTLP when an OTLP endpoint is configured in the environment, else none."""
+    if os.environ.get(n.ENV_OTEL_TRACES_ENDPOINT) or os.environ.get(n.ENV_OTEL_ENDPOINT):
+        return "otlp"
+    return os.environ.get(n.ENV_EXPORTER) or "none"
+
+
+def parse_exporter(spec: object) -> tuple[str, str]:
+    """Validate an exporter spec; return ``(kind, argument)``.
+
+    Accepted: ``"otlp"`` (protocol from ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``, default
+    HTTP/protobuf), ``"otlp:http"``, ``"otlp:grpc"``, ``"console"``, ``"jsonl:PATH"``, ``"none"``.
+    """
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            f"exporter must be a string, got {spec!r} ({type(spec).__name__}); use one of "
+            "'otlp', 'otlp:http', 'otlp:grpc', 'console', 'jsonl:PATH', 'none'"
+        )
+    kind, _, arg = spec.partition(":")
+    if kind == "otlp" and arg in ("", "http", "grpc"):
+        if not arg:
+            proto = os.environ.get(n.ENV_OTEL_TRACES_PROTOCOL) or os.environ.get(
+                n.ENV_OTEL_PROTOCOL, "http/protobuf"
+            )
+            arg = "grpc" if proto.strip().lower() == "grpc" else "http"
+        return kind, arg
+    if kind in ("console", "none") and not arg:
+        return kind, ""
+    if kind == "jsonl":
+        if not arg:
+            raise ConfigurationError(
+                f"exporter {spec!r} names no file; write it as 'jsonl:/path/to/spans.jsonl'"
+            )
+        return kind, arg
+    raise ConfigurationError(
+        f"unknown exporter {spec!r}; use one of 'otlp', 'otlp:http', 'otlp:grpc', 'console', "
+        "'jsonl:PATH', 'none'"
+    )
+
+
+def _otlp_exporter(protocol: str) -> SpanExporter:
+    # Imported here: each protocol pulls in its own transport stack (requests or grpcio).
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(timeout=EXPORT_TIMEOUT_S)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter(timeout=EXPORT_TIMEOUT_S)
+
+
+def make_exporter(kind: str, arg: str) -> SpanExporter | None:
+    """Build the span exporter for a parsed spec; ``None`` for ``none``."""
+    if kind == "otlp":
+        return _otlp_exporter(arg)
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "jsonl":
+        return JsonlSpanExporter(arg)
+    return None
+
+
+_KIND_NAMES: Final = {
+    trace.SpanKind.INTERNAL: "INTERNAL",
+    trace.SpanKind.CLIENT: "CLIENT",
+    trace.SpanKind.SERVER: "SERVER",
+    trace.SpanKind.PRODUCER: "PRODUCER",
+    trace.SpanKind.CONSUMER: "CONSUMER",
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    return value
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """The JSONL representation of a finished span (schema ``chainsight.span/1``)."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    start = span.start_time or 0
+    end = span.end_time or start
+    return {
+        "schema": JSONL_SCHEMA,
+        "name": span.name,
+        "trace_id": format(ctx.trace_id, "032x") if ctx else None,
+        "span_id": format(ctx.span_id, "016x") if ctx else None,
+        "parent_span_id": format(parent.span_id, "016x") if parent else None,
+        "kind": _KIND_NAMES.get(span.kind, "INTERNAL"),
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_seconds": (end - start) / 1e9,
+        "status": {
+            "code": span.status.status_code.name,
+            "description": span.status.description,
+        },
+        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
+        "events": [
+            {
+                "name": e.name,
+                "time_unix_nano": e.timestamp,
+                "attributes": {k: _plain(v) for k, v in (e.attributes or {}).items()},
+            }
+            for e in span.events
+        ],
+        "resource": {k: _plain(v) for k, v in span.resource.attributes.items()},
+    }
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Appends one JSON object per finished span to a file (see ``docs/spans-jsonl.md``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise ConfigurationError(
+                f"exporter 'jsonl:{path}': directory {directory!r} does not exist; create it or "
+                "choose another path"
+            )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Write the batch; one line per span, flushed at the end of the batch."""
+        lines = "".join(
+            json.dumps(span_to_dict(s), separators=(",", ":"), default=str) + "\n" for s in spans
+        )
+        try:
+            with self._lock:
+                if self._file is None:
+                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._file.write(lines)
+                self._file.flush()
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Close the file."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Lines are flushed after every batch already."""
+        return True
+
+
+class CountingSpanExporter(SpanExporter):
+    """Wraps an exporter: counts spans it failed to export, and what left the queue."""
+
+    def __init__(self, inner: SpanExporter, on_failure: FailureCallback) -> None:
+        self.inner = inner
+        self._on_failure = on_failure
+        self.exported = 0
+        self.failed = 0
+        self.on_batch_done: Callable[[int], None] | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through the inner exporter; a failure or exception counts every span."""
+        count = len(spans)
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # the exporter's own bug must not kill the export thread
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.exported += count
+        else:
+            self.failed += count
+            self._on_failure(count)
+        if self.on_batch_done is not None:
+            self.on_batch_done(count)
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter."""
+        return self.inner.force_flush(timeout_millis)
+
+
+class DroppingBatchProcessor(SpanProcessor):
+    """A batch processor behind a bounded, counted queue.
+
+    The SDK's own queue drops silently (one log line per 20 s); this one knows how many spans are
+    waiting and drops — counting each — before the SDK's queue would.
+    """
+
+    def __init__(
+        self,
+        exporter: CountingSpanExporter,
+        on_drop: FailureCallback,
+        *,
+        max_queue_size: int = QUEUE_SIZE,
+        schedule_delay_millis: int = SCHEDULE_DELAY_MS,
+        max_export_batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._exporter = exporter
+        self._limit = max_queue_size
+        self._on_drop = on_drop
+        # Plain ints: a rare lost update under thread switches only nudges when dropping starts;
+        # the drop count itself goes through the (locked) metric.
+        self._queued = 0
+        self._done = 0
+        self.dropped = 0
+        exporter.on_batch_done = self._batch_done
+        self._inner = BatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_size + max_export_batch_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=max_export_batch_size,
+            export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
+        )
+
+    def _batch_done(self, count: int) -> None:
+        self._done += count
+
+    @property
+    def pending(self) -> int:
+        """Spans handed to the batch processor and not yet exported or failed."""
+        return self._queued - self._done
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do at start."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the span for export, or drop and count it when the queue is full."""
+        if not span.context or not span.context.trace_flags.sampled:
+            return
+        if self.pending >= self._limit:
+            self.dropped += 1
+            self._on_drop(1)
+            return
+        self._queued += 1
+        self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        """Shut the batch processor down (bounded by the caller, see ``shutdown()``)."""
+        self._inner.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush what is queued."""
+        return self._inner.force_flush(timeout_millis)
+
+
+def build_tracer_provider(
+    *,
+    resource: Resource,
+    sample_ratio: float,
+    exporter: SpanExporter | None,
+    on_failure: FailureCallback,
+    synchronous: bool = False,
+) -> tuple[TracerProvider, DroppingBatchProcessor | None]:
+    """A TracerProvider owned by chainsight: ratio sampling under a parent-based sampler."""
+    provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        resource=resource,
+        shutdown_on_exit=False,  # our own exit hook bounds the time shutdown may take
+    )
+    processor: DroppingBatchProcessor | None = None
+    if exporter is not None:
+        counting = CountingSpanExporter(exporter, on_failure)
+        if synchronous:
+            provider.add_span_processor(SimpleSpanProcessor(counting))
+        else:
+            processor = DroppingBatchProcessor(counting, on_failure)
+            provider.add_span_processor(processor)
+    return provider, processor
