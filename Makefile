@@ -32,11 +32,11 @@ demo: $(STAMP_RUN)
 	$(BIN)/python examples/quickstart.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples grafana
+	$(BIN)/ruff format --check src tests benchmarks examples grafana
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src grafana/generate.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/integration

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from chainsight._errors import BudgetExceeded, ChainsightError, ConfigurationError
 from chainsight._names import (
@@ -435,6 +436,16 @@ return out
 """
 
 
+def _without_password(url: str) -> str:
+    # The URL goes into log lines and error messages: never the password with it.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+
+
 def _ttl_ms(ttl: float) -> str:
     return str(math.ceil((ttl + _KEY_GRACE_SECONDS) * 1000))
 
@@ -487,6 +498,7 @@ class RedisBudgetStore:
                 "how long a request may wait for Redis (default 0.05)."
             )
         self.url = url
+        self._shown_url = _without_password(url)
         self.key_prefix = key_prefix
         self.timeout = float(timeout)
         self.cooldown = float(cooldown)
@@ -503,7 +515,7 @@ class RedisBudgetStore:
             self._connect()
         except ValueError as exc:
             raise ConfigurationError(
-                f"RedisBudgetStore: cannot parse url {url!r}: {exc}. "
+                f"RedisBudgetStore: cannot parse url {_without_password(url)!r}: {exc}. "
                 f"Example: 'redis://redis.internal:6379/0'."
             ) from exc
 
@@ -529,7 +541,7 @@ class RedisBudgetStore:
     def _run(self, call: Callable[[redis.Redis], Any]) -> Any:
         if time.monotonic() < self._down_until:
             raise BudgetStoreUnavailable(
-                f"Redis at {self.url} failed {self.cooldown:g}s ago or less "
+                f"Redis at {self._shown_url} failed {self.cooldown:g}s ago or less "
                 f"({self._down_reason!r}); not retrying until the cooldown ends"
             )
         with self._lock:
@@ -543,7 +555,7 @@ class RedisBudgetStore:
         except Exception as exc:
             self._down_until = time.monotonic() + self.cooldown
             self._down_reason = exc
-            raise BudgetStoreUnavailable(f"Redis at {self.url} failed: {exc!r}") from exc
+            raise BudgetStoreUnavailable(f"Redis at {self._shown_url} failed: {exc!r}") from exc
 
     def _keys(self, keys: Sequence[str]) -> list[str]:
         out = []
@@ -560,7 +572,7 @@ class RedisBudgetStore:
         for slot in slots:
             args += [repr(slot.limit_usd), _ttl_ms(slot.ttl)]
         keys = self._keys([slot.key for slot in slots])
-        reply = self._run(lambda _c: self._reserve_script(keys=keys, args=args))
+        reply = self._run(lambda c: self._reserve_script(keys=keys, args=args, client=c))
         refused = int(reply[0])
         return (refused - 1 if refused else None), [float(v) for v in reply[1:]]
 
@@ -572,7 +584,7 @@ class RedisBudgetStore:
         for charge in charges:
             args += [repr(charge.usd), _ttl_ms(charge.ttl)]
         keys = self._keys([charge.key for charge in charges])
-        reply = self._run(lambda _c: self._add_script(keys=keys, args=args))
+        reply = self._run(lambda c: self._add_script(keys=keys, args=args, client=c))
         return [(float(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     def spent(self, keys: Sequence[str], now: float) -> list[float]:

@@ -127,7 +127,7 @@ class _BudgetCollector(Collector):
             n.M_BUDGET_LIMIT, "USD limit of the budget's window.", labels=[n.L_BUDGET]
         )
         soft = GaugeMetricFamily(
-            "chainsight_budget_soft_ratio",
+            n.M_BUDGET_SOFT_RATIO,
             "Fraction of the limit at which the budget warns (the alert threshold).",
             labels=[n.L_BUDGET],
         )
@@ -321,7 +321,7 @@ class Metrics:
         self, release_id: str, release: Mapping[str, str], *, service: str, environment: str
     ) -> None:
         """Expose ``chainsight_release_info`` for the configured release."""
-        labels = {n.L_RELEASE: release_id, "service": service, "environment": environment}
+        labels = {n.L_RELEASE: release_id, n.L_SERVICE: service, n.L_ENVIRONMENT: environment}
         for key, value in release.items():
             if key not in labels:
                 labels[key] = value
@@ -365,8 +365,7 @@ class Metrics:
 
 def multiprocess_dir() -> str | None:
     """The prometheus-client multiprocess directory, when multiprocess mode is on."""
-    # prometheus-client still honours the old lower-case spelling of the variable.
-    return os.environ.get(n.ENV_MULTIPROC_DIR) or os.environ.get("prometheus_multiproc_dir")
+    return os.environ.get(n.ENV_MULTIPROC_DIR)
 
 
 def exposition_registry(metrics: Metrics) -> CollectorRegistry:

@@ -259,8 +259,11 @@ class StreamAccumulator:
                 return
         # Anthropic and Cohere events have no "object": skip the costly miss on their models.
         obj = None if sdk in ("anthropic", "cohere") else _get(chunk, "object")
-        if type(obj) is str and obj == "chat.completion.chunk":
-            self._openai_chunk(chunk)
+        if type(obj) is str:
+            if obj == "chat.completion.chunk":
+                self._openai_chunk(chunk)
+            else:  # a whole OpenAI-shaped response handed to the stream
+                self._merge_whole(chunk)
             return
         typ = _get(chunk, "type")
         if type(typ) is str:
@@ -273,6 +276,9 @@ class StreamAccumulator:
             if typ in ("message-start", "content-delta", "message-end"):
                 self._cohere_event(typ, chunk)
                 return
+        if sdk in ("anthropic", "cohere") or (type(typ) is str and typ == "message"):
+            self._merge_whole(chunk)
+            return
         if _gemini_usage(chunk)[0] is not None or _is_list(_get(chunk, "candidates")):
             part = _gemini(chunk)
             self._merge(part, text_is_delta=True)
@@ -281,7 +287,10 @@ class StreamAccumulator:
             # An OpenAI-compatible chunk without the "object" field (some proxies drop it).
             self._openai_chunk(chunk)
             return
-        whole = extract_response(chunk)
+        self._merge_whole(chunk)
+
+    def _merge_whole(self, resp: object) -> None:
+        whole = extract_response(resp)
         if whole is not None:
             self._merge(whole, text_is_delta=False)
 

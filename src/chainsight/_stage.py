@@ -583,13 +583,13 @@ class Stage:
     def trace_id(self) -> str | None:
         """The trace id as 32 hex digits, or None when the span is not sampled."""
         ctx = self.span.get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+        return format(ctx.trace_id, "032x") if ctx.trace_flags.sampled else None
 
     @property
     def span_id(self) -> str | None:
         """The span id as 16 hex digits, or None when the span is not sampled."""
         ctx = self.span.get_span_context()
-        return format(ctx.span_id, "016x") if ctx.is_valid else None
+        return format(ctx.span_id, "016x") if ctx.trace_flags.sampled else None
 
     @property
     def kind(self) -> str:

@@ -197,7 +197,23 @@ def _cost(
     budgets = cfg.budgets
     if budgets is not None and stage.admission is None:
         budgets.spend(_budget_labels(stage, model, provider), cost)
+        _count_store_errors(stage)
     return cost
+
+
+_store_errors_seen: dict[int, int] = {}
+
+
+def _count_store_errors(stage: Stage) -> None:
+    """Count budget-store outages (fail-open events) as internal errors at "budget_store"."""
+    budgets = stage.cfg.budgets
+    if budgets is None:
+        return
+    now = budgets.store_errors
+    seen = _store_errors_seen.get(id(budgets), 0)
+    if now > seen:
+        _store_errors_seen[id(budgets)] = now
+        stage.cfg.metrics.child(stage.cfg.metrics.internal_errors, "budget_store").inc(now - seen)
 
 
 def record_response(stage: Stage, response: object) -> None:
@@ -324,6 +340,7 @@ def check_budget(stage: Stage) -> BudgetExceeded | None:
         return None
     spec = stage.spec
     admission = budgets.admit(_budget_labels(stage, spec.model or "", spec.provider or ""))
+    _count_store_errors(stage)
     if admission.refused is None:
         stage.admission = admission
         return None
@@ -337,3 +354,4 @@ def settle_budget(stage: Stage) -> None:
     admission, stage.admission = stage.admission, None
     if admission is not None:
         admission.settle(stage.cost_usd if stage.priced else 0.0)
+        _count_store_errors(stage)

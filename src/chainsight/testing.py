@@ -149,13 +149,20 @@ class Capture:
         self.exporter.clear()
 
 
+class _InMemoryExporter(InMemorySpanExporter):
+    """Keeps spans across ``configure()`` calls that replace the tracer provider."""
+
+    def shutdown(self) -> None:
+        """Do nothing: the capture outlives any one provider."""
+
+
 def capture(**settings: Any) -> Capture:
     """Configure chainsight for a test: in-memory spans, a fresh registry; returns a Capture.
 
     Extra keyword arguments go to ``configure()``. Call ``chainsight.reset()`` when done (the
     fixture does).
     """
-    exporter = InMemorySpanExporter()
+    exporter = _InMemoryExporter()
     registry = CollectorRegistry()
     settings.setdefault("service", "test")
     _config.configure(registry=registry, _test_exporter=exporter, **settings)

@@ -1,0 +1,131 @@
+"""configure() / reset() / shutdown(): validation, env fallbacks, reconfiguration."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import chainsight
+from chainsight import ConfigurationError, _config
+from chainsight.testing import Capture
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sample_ratio": 1.5}, "sample_ratio must be a number from 0.0 to 1.0, got 1.5"),
+        ({"sample_ratio": "all"}, "sample_ratio"),
+        ({"exporter": "zipkin"}, "unknown exporter 'zipkin'"),
+        ({"exporter": "jsonl:"}, "names no file"),
+        ({"exporter": "jsonl:/no/such/dir/spans.jsonl"}, "does not exist"),
+        ({"release": {"bad key": "x"}}, "release key 'bad key'"),
+        ({"release": {"model": object()}}, "release['model']"),
+        ({"release": 7}, "release must be a string or a mapping"),
+        ({"enabled": "yes"}, "enabled must be True or False"),
+        ({"service": 5}, "service must be a string"),
+        ({"label_limits": {"tenant": 0}}, "label_limits"),
+        ({"registry": "global"}, "registry must be a prometheus_client.CollectorRegistry"),
+        ({"classifiers": [42]}, "classifiers must be callables"),
+        ({"metrics_port": "9464"}, "metrics_port must be an integer"),
+        ({"budgets": [1]}, "not a chainsight.Budget"),
+        ({"colour": "blue"}, "unknown setting(s) colour"),
+    ],
+)
+def test_bad_settings_raise_and_change_nothing(kwargs: dict[str, object], message: str) -> None:
+    before = _config.CONFIG
+    with pytest.raises(ConfigurationError) as info:
+        chainsight.configure(**kwargs)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    assert _config.CONFIG is before
+
+
+def test_none_means_unchanged_and_release_switch(chainsight_capture: Capture) -> None:
+    chainsight.configure(release={"model": "m1", "prompt": "p@1"}, service="svc")
+    with chainsight.stage("tool", name="a"):
+        chainsight.configure(release={"model": "m2", "prompt": "p@2"})  # mid-flight
+        with chainsight.stage("tool", name="b"):
+            pass
+    assert _config.CONFIG.service == "svc"
+    a = chainsight_capture.stage(name="a")
+    b = chainsight_capture.stage(name="b")
+    assert a.attributes["chainsight.release.model"] == "m1"
+    assert b.attributes["chainsight.release.model"] == "m2"
+    assert a.outcome == "ok"  # the stage in flight finished intact
+    assert chainsight_capture.metric(
+        "chainsight_release_info",
+        {"release": "model=m2,prompt=p@2", "model": "m2", "prompt": "p@2", "service": "svc",
+         "environment": ""},
+    ) == 1.0  # fmt: skip
+
+
+def test_release_id_explicit_and_string() -> None:
+    chainsight.configure(release={"id": "v1.4.2", "model": "gpt-4o"})
+    assert _config.CONFIG.release_id == "v1.4.2"
+    assert _config.CONFIG.release == {"model": "gpt-4o"}
+    chainsight.configure(release="2026.11.24")
+    assert _config.CONFIG.release_id == "2026.11.24"
+
+
+def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-otel")
+    monkeypatch.setenv("CHAINSIGHT_SAMPLE_RATIO", "0.25")
+    chainsight.configure()
+    assert _config.CONFIG.service == "from-otel"
+    assert _config.CONFIG.sample_ratio == 0.25
+    monkeypatch.setenv("CHAINSIGHT_SERVICE", "ours")
+    chainsight.configure(sample_ratio=1.0)
+    assert _config.CONFIG.service == "ours"  # CHAINSIGHT_* wins over OTEL_*
+    chainsight.configure(service="arg")
+    assert _config.CONFIG.service == "arg"  # the argument wins over both
+
+
+def test_default_exporter_is_otlp_when_endpoint_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    chainsight.configure()
+    assert _config.CONFIG.exporter == "none"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    chainsight.reset()
+    chainsight.configure()
+    assert _config.CONFIG.exporter == "otlp"
+
+
+def test_sampled_out_spans_still_count_metrics() -> None:
+    from chainsight.testing import capture
+
+    cap = capture(sample_ratio=0.0)
+    with chainsight.request("r"), chainsight.stage("tool", name="t") as s:
+        assert s.trace_id is None
+        s.set(a=1)
+    assert cap.spans == []
+    labels = {"request": "r", "feature": "", "outcome": "ok", "fault": "none",
+              "release": "unknown"}  # fmt: skip
+    assert cap.metric("chainsight_requests_total", labels) == 1.0
+
+
+def test_uses_app_tracer_provider_and_installs_nothing() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    chainsight.configure(tracer_provider=provider, registry=CollectorRegistry())
+    assert _config.CONFIG.owned_provider is None
+    with chainsight.stage("tool", name="t"):
+        pass
+    assert [s.name for s in exporter.get_finished_spans()] == ["execute_tool t"]
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider) or (
+        trace.get_tracer_provider() is not _config.CONFIG.owned_provider
+    )
+
+
+def test_reset_undoes_configure(tmp_path: object) -> None:
+    chainsight.configure(service="x", release="r1", enabled=False)
+    chainsight.reset()
+    assert _config.CONFIG.service == "unknown_service"
+    assert _config.CONFIG.enabled is True
+    assert _config.CONFIG.release_id == "unknown"
+
+
+def test_shutdown_without_owned_provider_is_immediate() -> None:
+    assert chainsight.shutdown(timeout=0.1) is True

@@ -1,0 +1,22 @@
+"""The examples are documentation: they must run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quickstart_runs_and_shows_the_provider_fault() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fault=provider" in result.stdout
+    assert 'chainsight_requests_total{fault="provider"' in result.stdout

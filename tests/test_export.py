@@ -1,0 +1,138 @@
+"""Span export: the JSONL schema the triage reads, counted failures, bounded queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
+
+import chainsight
+from chainsight._export import (
+    CountingSpanExporter,
+    DroppingBatchProcessor,
+    parse_exporter,
+)
+
+
+def test_jsonl_schema(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    chainsight.configure(exporter=f"jsonl:{path}", service="svc", release={"prompt": "a@1"})
+    with (
+        pytest.raises(ConnectionError),
+        chainsight.request("answer", tenant="acme"),
+        chainsight.stage("retrieval", system="qdrant", collection="kb"),
+    ):
+        raise ConnectionError("down")
+    assert chainsight.shutdown(timeout=5.0)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 2
+    child, root = lines
+    for record in lines:
+        assert record["schema"] == "chainsight.span/1"
+        assert len(record["trace_id"]) == 32
+        assert len(record["span_id"]) == 16
+        assert record["end_time_unix_nano"] >= record["start_time_unix_nano"]
+        assert record["duration_seconds"] >= 0
+        assert record["resource"]["service.name"] == "svc"
+    assert root["parent_span_id"] is None
+    assert child["parent_span_id"] == root["span_id"]
+    assert child["kind"] == "CLIENT"
+    assert child["status"] == {"code": "ERROR", "description": "connection"}
+    assert child["attributes"]["chainsight.fault"] == "vector_store"
+    assert root["attributes"]["chainsight.stage.kind"] == "request"
+    assert root["attributes"]["chainsight.error.origin"] == "retrieval"
+    assert child["events"][0]["name"] == "exception"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("otlp:grpc", ("otlp", "grpc")),
+        ("otlp:http", ("otlp", "http")),
+        ("console", ("console", "")),
+        ("none", ("none", "")),
+        ("jsonl:/tmp/x.jsonl", ("jsonl", "/tmp/x.jsonl")),
+    ],
+)
+def test_parse_exporter(spec: str, expected: tuple[str, str]) -> None:
+    assert parse_exporter(spec) == expected
+
+
+def test_otlp_protocol_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    assert parse_exporter("otlp") == ("otlp", "grpc")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    assert parse_exporter("otlp") == ("otlp", "http")
+
+
+class _Failing(SpanExporter):
+    def __init__(self, raise_: bool) -> None:
+        self.raise_ = raise_
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.raise_:
+            raise RuntimeError("exporter bug")
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("raise_", [False, True])
+def test_failed_exports_are_counted(raise_: bool) -> None:
+    lost: list[int] = []
+    exporter = CountingSpanExporter(_Failing(raise_), lost.append)
+    assert exporter.export([object(), object()]) is SpanExportResult.FAILURE  # type: ignore[list-item]
+    assert lost == [2]
+    assert exporter.failed == 2
+
+
+class _Blocked(SpanExporter):
+    """An exporter that never finishes while the test holds the gate."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.gate.wait(10)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.gate.set()
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    registry = CollectorRegistry()
+    blocked = _Blocked()
+    chainsight.configure(registry=registry)
+    from chainsight import _config
+
+    metrics = _config.CONFIG.metrics
+    processor = DroppingBatchProcessor(
+        CountingSpanExporter(blocked, metrics.span_export_failed),
+        metrics.span_export_failed,
+        max_queue_size=10,
+        schedule_delay_millis=10,
+        max_export_batch_size=5,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    chainsight.configure(tracer_provider=provider)
+    for _ in range(100):
+        with chainsight.stage("tool"):
+            pass
+    assert processor.dropped >= 80
+    assert registry.get_sample_value(
+        "chainsight_export_failures_total", {"signal": "traces"}
+    ) == float(processor.dropped)
+    blocked.gate.set()
+    provider.shutdown()

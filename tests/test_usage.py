@@ -1,0 +1,259 @@
+"""Stage verbs: usage, cost roll-up, documents, responses; arbitrary values never raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import chainsight
+from chainsight.testing import Capture, capture
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=50)
+    | st.binary(max_size=20)
+    | st.builds(object),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=anything, b=anything, c=anything, d=anything, e=anything, f=anything, g=anything)
+def test_verbs_never_raise_on_arbitrary_values(
+    a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any
+) -> None:
+    chainsight.reset()
+    capture()
+    with (
+        chainsight.request("r", tenant=a, feature=b) as req,
+        chainsight.stage("model", provider="openai", model="gpt-4o") as s,
+    ):
+        s.record_usage(
+            input_tokens=a,
+            output_tokens=b,
+            cached_input_tokens=c,
+            cache_write_input_tokens=d,
+            reasoning_output_tokens=e,
+            model=f,
+        )
+        s.record_response(g)
+        s.record_documents(count=a, scores=b, ids=c)
+        s.record_validation(passed=d, reason=e)
+        s.fallback(to=f, reason=g)
+        s.set(x=a, y=g)
+        req.set(k=b)
+
+
+def test_bad_values_are_counted_not_raised(chainsight_capture: Capture) -> None:
+    with chainsight.stage("model", provider="openai", model="gpt-4o") as s:
+        s.record_usage(input_tokens=-5, output_tokens=True)
+        s.record_documents(count="three")
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:record_usage"}
+        )
+        == 1.0
+    )
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:record_documents"}
+        )
+        == 1.0
+    )
+    attrs = chainsight_capture.stage(kind="model").attributes
+    assert "gen_ai.usage.input_tokens" not in attrs
+
+
+def test_usage_and_cost_roll_up_to_the_request(chainsight_capture: Capture) -> None:
+    with chainsight.request("r", tenant="acme", feature="copilot", team="support"):
+        for _ in range(2):
+            with chainsight.stage("model", provider="openai", model="gpt-4o") as s:
+                s.record_usage(input_tokens=1000, output_tokens=500, cached_input_tokens=400)
+    models = chainsight_capture.find(kind="model")
+    one = float(models[0].attributes["chainsight.cost.usd"])
+    # gpt-4o: 600 uncached x 2.50 + 400 cached x 1.25 + 500 out x 10.00, per million tokens.
+    assert abs(one - (600 * 2.5 + 400 * 1.25 + 500 * 10.0) / 1e6) < 1e-12
+    req = chainsight_capture.stage(kind="request")
+    assert req.attributes["chainsight.request.input_tokens"] == 2000
+    assert req.attributes["chainsight.request.output_tokens"] == 1000
+    assert abs(float(req.attributes["chainsight.request.cost.usd"]) - 2 * one) < 1e-12
+    cost = chainsight_capture.metric(
+        "chainsight_cost_usd_total",
+        {"provider": "openai", "model": "gpt-4o", "feature": "copilot", "tenant": "acme",
+         "team": "support"},
+    )  # fmt: skip
+    assert cost is not None
+    assert abs(cost - 2 * one) < 1e-12
+    for token_type, expected in (("input", 2000), ("output", 1000), ("cache_read", 800)):
+        assert chainsight_capture.metric(
+            "chainsight_tokens_total",
+            {"provider": "openai", "model": "gpt-4o", "token_type": token_type,
+             "feature": "copilot", "tenant": "acme"},
+        ) == expected  # fmt: skip
+    assert (
+        chainsight_capture.metric(
+            "chainsight_request_cost_usd_count", {"request": "r", "feature": "copilot"}
+        )
+        == 1.0
+    )
+
+
+def test_unknown_model_cost_is_unknown_not_zero(chainsight_capture: Capture, caplog: Any) -> None:
+    for _ in range(3):
+        with chainsight.stage("model", provider="acme-ai", model="mystery-9") as s:
+            s.record_usage(input_tokens=10, output_tokens=5)
+    spans = chainsight_capture.find(kind="model")
+    assert all("chainsight.cost.usd" not in s.attributes for s in spans)
+    assert (
+        chainsight_capture.metric(
+            "chainsight_unpriced_calls_total", {"provider": "acme-ai", "model": "mystery-9"}
+        )
+        == 3.0
+    )
+    warnings = [r for r in caplog.records if "mystery-9" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_record_response_openai_and_anthropic_shapes(chainsight_capture: Capture) -> None:
+    openai_resp = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "hi"}}],
+        "usage": {
+            "prompt_tokens": 1000,
+            "completion_tokens": 100,
+            "prompt_tokens_details": {"cached_tokens": 600},
+        },
+    }
+    anthropic_resp = {
+        "id": "msg_1",
+        "type": "message",
+        "model": "claude-sonnet-4-5",
+        "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": "hi"}],
+        "usage": {
+            "input_tokens": 400,
+            "output_tokens": 100,
+            "cache_read_input_tokens": 600,
+            "cache_creation_input_tokens": 0,
+        },
+    }
+    with chainsight.stage("model", name="o", provider="openai", model="gpt-4o") as s:
+        s.record_response(openai_resp)
+    with chainsight.stage("model", name="a", provider="anthropic", model="claude-sonnet-4-5") as s:
+        s.record_response(anthropic_resp)
+    o = chainsight_capture.stage(name="o").attributes
+    a = chainsight_capture.stage(name="a").attributes
+    for attrs in (o, a):
+        assert attrs["gen_ai.usage.input_tokens"] == 1000  # OTel: cached tokens included
+        assert attrs["gen_ai.usage.cache_read.input_tokens"] == 600
+        assert attrs["gen_ai.usage.output_tokens"] == 100
+        assert "chainsight.cost.usd" in attrs
+    assert o["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert o["gen_ai.response.id"] == "chatcmpl-1"
+    assert o["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_streamed_chunks_accumulate_usage(chainsight_capture: Capture) -> None:
+    chunks = [
+        {"object": "chat.completion.chunk", "id": "c1", "model": "gpt-4o-mini",
+         "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]},
+        {"object": "chat.completion.chunk", "id": "c1", "model": "gpt-4o-mini",
+         "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]},
+        {"object": "chat.completion.chunk", "id": "c1", "model": "gpt-4o-mini", "choices": [],
+         "usage": {"prompt_tokens": 50, "completion_tokens": 2}},
+    ]  # fmt: skip
+
+    @chainsight.traced_stage("model", provider="openai", model="gpt-4o-mini")
+    def stream() -> Any:
+        for chunk in chunks:
+            chainsight.current_stage().record_response(chunk)
+            yield chunk
+
+    assert len(list(stream())) == 3
+    attrs = chainsight_capture.stage(kind="model").attributes
+    assert attrs["gen_ai.usage.input_tokens"] == 50
+    assert attrs["gen_ai.usage.output_tokens"] == 2
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_unknown_response_shape_is_counted(chainsight_capture: Capture) -> None:
+    with chainsight.stage("model", provider="p", model="m") as s:
+        s.record_response({"something": "else"})
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:record_response"}
+        )
+        == 1.0
+    )
+
+
+def test_documents_health(chainsight_capture: Capture) -> None:
+    with chainsight.stage("retrieval", name="kb", system="qdrant") as s:
+        s.record_documents(count=3, scores=[0.2, 0.9, 0.5], ids=["a", "b", "a"])
+    with chainsight.stage("retrieval", name="kb", system="qdrant") as s:
+        s.record_documents(count=0)
+    labels = {"stage": "kb", "system": "qdrant"}
+    assert chainsight_capture.metric("chainsight_retrieval_empty_total", labels) == 1.0
+    assert chainsight_capture.metric("chainsight_retrieval_duplicate_ids_total", labels) == 1.0
+    assert chainsight_capture.metric("chainsight_retrieval_documents_count", labels) == 2.0
+    assert chainsight_capture.metric("chainsight_retrieval_documents_sum", labels) == 3.0
+    first = chainsight_capture.find(kind="retrieval")[0].attributes
+    assert first["chainsight.retrieval.top_score"] == 0.9
+    assert first["chainsight.retrieval.duplicate_ids"] == 1
+
+
+def test_hard_budget_refuses_then_degrades(chainsight_capture: Capture) -> None:
+    from chainsight import Budget, BudgetExceeded
+
+    chainsight.configure(budgets=[Budget("daily", 0.002, match={"feature": "copilot"})])
+
+    @chainsight.traced_stage("model", provider="openai", model="gpt-4o")
+    def call() -> str:
+        chainsight.current_stage().record_usage(input_tokens=1000, output_tokens=100)
+        return "answer"
+
+    @chainsight.traced_stage(
+        "model",
+        name="cheap",
+        provider="openai",
+        model="gpt-4o",
+        on_budget_exceeded=lambda: "canned",
+    )
+    def call_with_fallback() -> str:
+        return "answer"
+
+    results = []
+    with chainsight.request("r", feature="copilot"):
+        results.append(call())  # 0.0035 USD: spends past the limit
+    with (
+        pytest.raises(BudgetExceeded) as info,
+        chainsight.request("r", feature="copilot"),
+    ):
+        call()
+    assert info.value.budget == "daily"
+    with chainsight.request("r", feature="copilot"):
+        results.append(call_with_fallback())
+    with chainsight.request("r", feature="other"):
+        results.append(call())  # another feature: not matched by the budget
+    assert results == ["answer", "canned", "answer"]
+    requests = chainsight_capture.find(kind="request")
+    assert [r.outcome for r in requests] == ["ok", "rejected", "degraded", "ok"]
+    refused = [s for s in chainsight_capture.find(kind="model") if s.outcome == "rejected"]
+    assert len(refused) == 2
+    assert (
+        chainsight_capture.metric("chainsight_budget_rejections_total", {"budget": "daily"}) == 2.0
+    )
+    spent = chainsight_capture.metric("chainsight_budget_spent_usd", {"budget": "daily"})
+    assert spent is not None
+    assert spent > 0.002
