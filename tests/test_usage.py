@@ -257,3 +257,52 @@ def test_hard_budget_refuses_then_degrades(chainsight_capture: Capture) -> None:
     spent = chainsight_capture.metric("chainsight_budget_spent_usd", {"budget": "daily"})
     assert spent is not None
     assert spent > 0.002
+
+
+def test_responses_api_embedding_and_rerank_costs(chainsight_capture: Capture) -> None:
+    responses_api = {
+        "id": "resp_1",
+        "object": "response",
+        "model": "gpt-4o-2024-08-06",
+        "status": "completed",
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi"}]}],
+        "usage": {
+            "input_tokens": 2000,
+            "input_tokens_details": {"cached_tokens": 1000},
+            "output_tokens": 100,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 2100,
+        },
+    }
+    embedding = {
+        "object": "list",
+        "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+        "usage": {"prompt_tokens": 50_000, "total_tokens": 50_000},
+    }
+    rerank = {
+        "id": "rr-1",
+        "results": [{"index": 0, "relevance_score": 0.9}],
+        "meta": {"billed_units": {"search_units": 1}},
+    }
+    with chainsight.request("r", feature="kb"):
+        with chainsight.stage("model", name="chat", provider="openai", model="gpt-4o") as s:
+            s.record_response(responses_api)
+        with chainsight.stage(
+            "embedding", name="embed", provider="openai", model="text-embedding-3-small"
+        ) as s:
+            s.record_response(embedding)
+        with chainsight.stage("rerank", name="rr", provider="cohere", model="rerank-v4.0-pro") as s:
+            s.record_response(rerank)
+
+    def cost(name: str) -> float:
+        return float(chainsight_capture.stage(name=name).attributes["chainsight.cost.usd"])
+
+    # gpt-4o: 1000 uncached x 2.50 + 1000 cached x 1.25 + 100 out x 10.00 per million.
+    assert abs(cost("chat") - (1000 * 2.5 + 1000 * 1.25 + 100 * 10.0) / 1e6) < 1e-12
+    assert abs(cost("embed") - 50_000 * 0.02 / 1e6) < 1e-12
+    assert abs(cost("rr") - 2.5 / 1000) < 1e-12  # one search at 2.50 USD per 1K searches
+    total = float(
+        chainsight_capture.stage(kind="request").attributes["chainsight.request.cost.usd"]
+    )
+    assert abs(total - (cost("chat") + cost("embed") + cost("rr"))) < 1e-12

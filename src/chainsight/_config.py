@@ -22,6 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from chainsight import _names as n
+from chainsight._content import capture_mode
 from chainsight._errors import ConfigurationError
 from chainsight._export import (
     DroppingBatchProcessor,
@@ -81,6 +82,8 @@ class Config:
     prices: PriceTable
     budgets: BudgetSet | None
     redactor: Redactor
+    capture: str | None = None
+    openinference: bool = False
     owned_provider: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
@@ -276,10 +279,28 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         prices=prices,
         budgets=budgets,
         redactor=redactor,
+        capture=capture_mode(settings.get("capture_content")),
+        openinference=_conventions(settings.get("conventions")),
         owned_provider=owned,
         processor=processor,
         extras=extras,
     )
+
+
+def _conventions(value: object) -> bool:
+    """``conventions=("otel", "openinference")``: True when OpenInference names are added."""
+    if value is None:
+        return False
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigurationError(
+            f"conventions must be a tuple such as ('otel', 'openinference'), got {value!r}"
+        )
+    unknown = set(value) - {"otel", "openinference"}
+    if unknown or "otel" not in value:
+        raise ConfigurationError(
+            f"conventions={value!r}: 'otel' is always on; the only other choice is 'openinference'"
+        )
+    return "openinference" in value
 
 
 def _prices(settings: Mapping[str, Any], previous: Config | None) -> PriceTable:

@@ -273,6 +273,13 @@ class _Spec:
         """Recompute what depends on the configuration (release attributes, metric labels)."""
         attrs = dict(self.static_attrs)
         attrs.update(cfg.release_attributes)
+        if cfg.openinference:
+            # Phoenix and Arize read these names; they sit beside the OTel ones, not instead.
+            attrs[n.OI_SPAN_KIND] = self.info.openinference
+            if self.model:
+                attrs[n.OI_LLM_MODEL_NAME] = self.model
+            if self.provider:
+                attrs[n.OI_LLM_PROVIDER] = self.provider
         guard = cfg.metrics.guard
         self._labels = (
             guard(n.M_STAGE_DURATION, n.L_STAGE, self.name),
@@ -479,6 +486,39 @@ class Stage:
         except Exception as exc:
             _config.report_internal("record_response", exc)
 
+    def record_content(
+        self,
+        *,
+        input_messages: object = None,
+        output_messages: object = None,
+        system_instructions: object = None,
+        query: object = None,
+        documents: object = None,
+    ) -> None:
+        """Capture prompt/completion content, only when content capture is on.
+
+        Off by default (``configure(capture_content=True)`` or
+        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``). Values (text, or messages as
+        lists/dicts, serialised as JSON) are redacted and truncated before they are recorded in
+        ``gen_ai.input.messages``, ``gen_ai.output.messages``, ``gen_ai.system_instructions``,
+        ``gen_ai.retrieval.query.text`` and ``gen_ai.retrieval.documents``.
+        """
+        try:
+            if self.cfg.capture is None:
+                return
+            _content.record_content(
+                self,
+                {
+                    "input_messages": input_messages,
+                    "output_messages": output_messages,
+                    "system_instructions": system_instructions,
+                    "query": query,
+                    "documents": documents,
+                },
+            )
+        except Exception as exc:
+            _config.report_internal("record_content", exc)
+
     def record_documents(
         self, *, count: object = None, scores: object = None, ids: object = None
     ) -> None:
@@ -624,6 +664,9 @@ class _NoopStage:
         """Do nothing."""
 
     def record_documents(self, **documents: object) -> None:
+        """Do nothing."""
+
+    def record_content(self, **content: object) -> None:
         """Do nothing."""
 
     def record_validation(self, **validation: object) -> None:

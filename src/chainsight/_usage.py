@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
+from chainsight._content import record_content
 from chainsight._errors import BudgetExceeded
 from chainsight._responses import ResponseInfo, StreamAccumulator
 
@@ -107,6 +108,12 @@ def record(
             attrs[n.GEN_AI_RESPONSE_MODEL] = model
         if cost is not None:
             attrs[n.CS_COST_USD] = stage.cost_usd
+        if cfg.openinference:
+            attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = stage.input_tokens
+            attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = stage.output_tokens
+            attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = stage.input_tokens + stage.output_tokens
+            if cost is not None:
+                attrs[n.OI_LLM_COST_TOTAL] = stage.cost_usd
         stage.span.set_attributes(attrs)
 
     metrics = cfg.metrics
@@ -223,7 +230,7 @@ def record_response(stage: Stage, response: object) -> None:
         return
     acc = stage.stream
     if acc is None:
-        acc = stage.stream = StreamAccumulator()
+        acc = stage.stream = StreamAccumulator(capture_text=stage.cfg.capture is not None)
     acc.add(response)
 
 
@@ -240,6 +247,9 @@ def apply_stream(stage: Stage) -> None:
 
 
 def _apply(stage: Stage, info: ResponseInfo) -> None:
+    if info.output_text is not None and stage.cfg.capture is not None:
+        message = [{"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}]
+        record_content(stage, {"output_messages": message})
     if info.response_model:
         stage.response_model = info.response_model
     if stage.recording:
