@@ -29,7 +29,7 @@ servers:
 	@-systemctl stop prometheus prometheus-node-exporter redis-server >/dev/null 2>&1 || true
 
 demo: $(STAMP_RUN)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m chainsight demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples grafana

@@ -599,7 +599,9 @@ class Stage:
                 self.fault, self.error_type, self.origin = origin
                 self.fault, self.error_type = origin.fault, origin.error_type
                 self.origin = origin.stage
-            elif self.fault is None:
+            elif self.fault is None and not spec.is_request:
+                # No exception in hand: the stage's own remote component is the best guess; a
+                # request has none, so its fault stays unknown rather than wrongly "app".
                 self.fault = spec.remote
             if self.recording:
                 attrs: dict[str, AttributeValue] = {n.CS_FALLBACK_TO: str(to_text)}

@@ -1,0 +1,257 @@
+"""Acceptance: for every demo fault, triage from the span file *and* from a real Prometheus that
+scraped the demo names the right fault domain and component; healthy traffic is ``healthy``.
+
+All scenarios run at once, in real time (Prometheus timestamps are wall-clock), as separate
+``chainsight demo`` processes scraped by one Prometheus; each triage selects its demo by the
+``instance`` label. Triage also runs against a Prometheus that is down, empty, or scrapes no
+chainsight app, and must exit 2 with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._servers import PrometheusServer, free_port, require_binary
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+DURATION = 30
+FAULT_START = 14
+PROVIDER = ("provider", "simai/sim-gpt-4o")
+
+# scenario -> (--fault, --fault-rate, expected [(domain, component from spans, from Prometheus)])
+SCENARIOS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
+    "none": ("none", "0.5", []),
+    "provider-timeout": ("provider-timeout", "0.5", [(*PROVIDER, PROVIDER[1])]),
+    "provider-ratelimit": ("provider-ratelimit", "0.5", [(*PROVIDER, PROVIDER[1])]),
+    "provider-slow": ("provider-slow", "0.5", [(*PROVIDER, PROVIDER[1])]),
+    # The stage metrics know the vector store's system, the spans its collection too.
+    "vector-store-down": ("vector-store-down", "0.5", [("vector_store", "memvec/kb", "memvec")]),
+    "bad-model-output": (
+        "bad-model-output",
+        "0.5",
+        [("model", "validate_answer", "validate_answer")],
+    ),
+    "app-bug": ("app-bug", "0.6", [("app", "build_prompt", "build_prompt")]),
+    "provider-bad-request": (
+        "provider-bad-request",
+        "0.5",
+        [("app", "generate_answer", "generate_answer")],
+    ),
+    "two-faults": (
+        "vector-store-down,provider-timeout",
+        "0.15,0.5",
+        [(*PROVIDER, PROVIDER[1]), ("vector_store", "memvec/kb", "memvec")],
+    ),
+}
+
+
+@dataclass
+class DemoRun:
+    port: int
+    spans: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    launched: float
+    finished: float
+
+
+@dataclass
+class Runs:
+    prometheus: PrometheusServer
+    demos: dict[str, DemoRun]
+
+
+def _triage(*args: str) -> tuple[int, dict[str, Any] | None, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chainsight", "triage", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    payload = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, payload, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    require_binary("prometheus")
+    workdir = tmp_path_factory.mktemp("demo-triage")
+    ports = {name: free_port() for name in SCENARIOS}
+    prometheus = PrometheusServer(
+        [f"127.0.0.1:{port}" for port in ports.values()], workdir=workdir / "prometheus"
+    )
+    prometheus.start()
+    procs: dict[str, tuple[subprocess.Popen[str], float]] = {}
+    try:
+        # Start traffic only once Prometheus scrapes, so the healthy baseline is on record.
+        deadline = time.monotonic() + 30
+        while not prometheus.query("up") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for seed, (name, (fault, rate, _)) in enumerate(SCENARIOS.items()):
+            cmd = [
+                sys.executable, "-m", "chainsight", "demo",
+                "--duration", str(DURATION), "--fault-start", str(FAULT_START),
+                "--fault", fault, "--fault-rate", rate, "--rps", "20",
+                "--metrics-port", str(ports[name]), "--spans", str(workdir / f"{name}.jsonl"),
+                "--seed", str(seed), "--quiet", "--json",
+            ]  # fmt: skip
+            launched = time.time()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs[name] = (proc, launched)
+        demos: dict[str, DemoRun] = {}
+        for name, (proc, launched) in procs.items():
+            out, err = proc.communicate(timeout=120)
+            demos[name] = DemoRun(
+                ports[name],
+                workdir / f"{name}.jsonl",
+                proc.returncode,
+                out,
+                err,
+                launched,
+                time.time(),
+            )
+        yield Runs(prometheus, demos)
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        prometheus.stop()
+
+
+def _check(payload: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    verdict = payload["verdict"]
+    if not expected:
+        assert verdict["domain"] == "healthy", verdict["line"]
+        assert verdict["faults"] == []
+        return
+    found = [(f["domain"], f["component"]) for f in verdict["faults"]]
+    assert found == expected, verdict["line"]
+    assert (verdict["domain"], verdict["component"]) == expected[0]
+    assert verdict["evidence"]
+    assert set(payload["domains"]) == {"app", "model", "vector_store", "provider"}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_triage_from_the_demo_span_file(runs: Runs, scenario: str) -> None:
+    demo = runs.demos[scenario]
+    assert demo.returncode == 0, demo.stderr
+    expected = [(domain, spans) for domain, spans, _ in SCENARIOS[scenario][2]]
+    # The demo's own verdict, printed at the end of the run ...
+    _check(json.loads(demo.stdout), expected)
+    # ... and the command a user would run on the file afterwards.
+    window = json.loads(demo.stdout)["window_seconds"]
+    code, payload, err = _triage("--spans", str(demo.spans), "--window", f"{window}s")
+    assert payload is not None, err
+    _check(payload, expected)
+    assert code == (1 if expected else 0)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_triage_from_prometheus_that_scraped_the_demo(runs: Runs, scenario: str) -> None:
+    demo = runs.demos[scenario]
+    assert demo.returncode == 0, demo.stderr
+    expected = [(domain, prom) for domain, _, prom in SCENARIOS[scenario][2]]
+    # Judge the fault phase against the healthy phase: the window starts at the fault (the
+    # demo's clock started a little after launch, so it holds no healthy traffic of note).
+    at = demo.finished
+    window = int(at - (demo.launched + FAULT_START))
+    code, payload, err = _triage(
+        "--prometheus", runs.prometheus.url,
+        "--window", f"{window}s", "--baseline", f"{FAULT_START - 4}s", "--at", f"{at:.3f}",
+        "--selector", f'instance="127.0.0.1:{demo.port}"',
+    )  # fmt: skip
+    assert payload is not None, err
+    _check(payload, expected)
+    assert code == (1 if expected else 0)
+    assert payload["requests"]["now"] > 100
+    assert payload["requests"]["baseline"] > 50
+
+
+def test_prometheus_selector_matching_nothing_is_a_clear_error(runs: Runs) -> None:
+    code, payload, err = _triage(
+        "--prometheus", runs.prometheus.url, "--selector", 'job="no-such-job"', "--window", "60s"
+    )
+    assert code == 2
+    assert payload is None
+    assert runs.prometheus.url in err
+    assert 'job="no-such-job"' in err
+    assert "Traceback" not in err
+
+
+def test_prometheus_down_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, payload, err = _triage("--prometheus", url)
+    assert code == 2
+    assert payload is None
+    assert f"cannot reach Prometheus at {url}" in err
+    assert "Traceback" not in err
+
+
+def test_empty_prometheus_is_a_clear_error(tmp_path: Path) -> None:
+    # Nothing listens on the target: Prometheus runs, but has no chainsight series at all.
+    server = PrometheusServer([f"127.0.0.1:{free_port()}"], workdir=tmp_path).start()
+    try:
+        code, payload, err = _triage("--prometheus", server.url, "--window", "30s")
+    finally:
+        server.stop()
+    assert code == 2
+    assert payload is None
+    assert f"Prometheus at {server.url} has no chainsight_requests_total series" in err
+    assert "Traceback" not in err
+
+
+def test_prometheus_without_chainsight_metrics_is_a_clear_error(tmp_path: Path) -> None:
+    # Prometheus scraping itself: plenty of metrics, none of them chainsight's.
+    port = free_port()
+    server = PrometheusServer([f"127.0.0.1:{port}"], workdir=tmp_path).start()
+    server.targets = [server.url.removeprefix("http://")]
+    server.write_config()
+    server.reload()
+    try:
+        server.wait_for_scrapes(n=2)
+        assert server.query("prometheus_build_info"), "Prometheus did not scrape itself"
+        code, payload, err = _triage("--prometheus", server.url, "--window", "30s")
+    finally:
+        server.stop()
+    assert code == 2
+    assert payload is None
+    assert "no chainsight_requests_total series" in err
+    assert "Traceback" not in err
+
+
+def test_url_that_is_not_prometheus_is_a_clear_error(tmp_path: Path) -> None:
+    # A plain HTTP server: /api/v1/query is a 404 page, not the Prometheus API.
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        code, payload, err = 2, None, "cannot reach"
+        while "cannot reach" in err and time.monotonic() < deadline:
+            code, payload, err = _triage("--prometheus", url)
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert code == 2
+    assert payload is None
+    assert f"Prometheus at {url} answered HTTP 404" in err
+    assert "Traceback" not in err
