@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -37,6 +38,7 @@ from chainsight._redact import Redactor
 
 if TYPE_CHECKING:
     from chainsight._budget import BudgetSet
+    from chainsight._otlp_metrics import PrometheusOTLPBridge
     from chainsight._cost import PriceTable
 
 __all__ = ["CONFIG", "Config", "configure", "report_internal", "reset", "shutdown"]
@@ -84,6 +86,7 @@ class Config:
     redactor: Redactor
     capture: str | None = None
     openinference: bool = False
+    otlp_bridge: PrometheusOTLPBridge | None = None
     owned_provider: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
@@ -222,6 +225,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
     )
 
     raise_internal = _env_bool(n.ENV_RAISE_INTERNAL) or False
+    bridge = _otlp_bridge(settings, previous, metrics, service, environment)
     owned: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
     provider = settings.get("tracer_provider")
@@ -281,9 +285,45 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         redactor=redactor,
         capture=capture_mode(settings.get("capture_content")),
         openinference=_conventions(settings.get("conventions")),
+        otlp_bridge=bridge,
         owned_provider=owned,
         processor=processor,
         extras=extras,
+    )
+
+
+def _otlp_bridge(
+    settings: Mapping[str, Any],
+    previous: Config | None,
+    metrics: Metrics,
+    service: str,
+    environment: str | None,
+) -> PrometheusOTLPBridge | None:
+    """OTLP metrics, opt-in: produced from the Prometheus registry at export time only."""
+    wanted = settings.get("otlp_metrics")
+    if wanted is None or wanted is False:
+        return None
+    if wanted is not True:
+        raise ConfigurationError(f"otlp_metrics must be True or False, got {wanted!r}")
+    old = previous.otlp_bridge if previous is not None else None
+    if (
+        old is not None
+        and previous is not None
+        and previous.metrics is metrics
+        and previous.service == service
+        and previous.environment == environment
+    ):
+        return old
+    from chainsight._metrics import exposition_registry  # noqa: PLC0415
+    from chainsight._otlp_metrics import PrometheusOTLPBridge  # noqa: PLC0415
+
+    attributes: dict[str, str] = {n.SERVICE_NAME: service}
+    if environment:
+        attributes[n.DEPLOYMENT_ENVIRONMENT_NAME] = environment
+    return PrometheusOTLPBridge(
+        exposition_registry(metrics),
+        resource=Resource.create(attributes),
+        on_failure=lambda lost: metrics.child(metrics.export_failures, "metrics").inc(lost),
     )
 
 
@@ -352,8 +392,14 @@ _KNOWN_CORE: Final = frozenset(
 
 
 def _retire(old: Config | None, new: Config) -> None:
-    """Shut down a provider we owned and no longer use, off the caller's thread."""
-    if old is None or old.owned_provider is None or old.owned_provider is new.owned_provider:
+    """Shut down a provider (and OTLP metrics bridge) we no longer use, off the caller's thread."""
+    if old is None:
+        return
+    if old.otlp_bridge is not None and old.otlp_bridge is not new.otlp_bridge:
+        threading.Thread(
+            target=old.otlp_bridge.shutdown, args=(5.0,), name="chainsight-retire", daemon=True
+        ).start()
+    if old.owned_provider is None or old.owned_provider is new.owned_provider:
         return
     provider = old.owned_provider
     threading.Thread(
@@ -414,6 +460,8 @@ def reset() -> None:
         _internal_logged.clear()
         if old is not None:
             old.metrics.stop_server()
+            if old.otlp_bridge is not None:
+                old.otlp_bridge.shutdown(2.0)
         CONFIG = _build({"exporter": "none"}, None)
         if old is not None and old.owned_provider is not None:
             _bounded_shutdown(old.owned_provider, 2.0)
@@ -426,9 +474,14 @@ def shutdown(timeout: float = 5.0) -> bool:
     sent by then is counted in ``chainsight_export_failures_total``.
     """
     cfg = CONFIG
+    started = time.monotonic()
+    bridge_ok = True
+    if cfg.otlp_bridge is not None:
+        bridge_ok = cfg.otlp_bridge.shutdown(timeout / 2)
+    timeout = max(0.0, timeout - (time.monotonic() - started))
     provider = cfg.owned_provider
     if provider is None:
-        return True
+        return bridge_ok
     worker = threading.Thread(
         target=_bounded_shutdown, args=(provider, timeout), name="chainsight-shutdown", daemon=True
     )
@@ -439,7 +492,7 @@ def shutdown(timeout: float = 5.0) -> bool:
         lost = cfg.processor.pending
         if lost > 0:
             cfg.metrics.span_export_failed(lost)
-    return finished
+    return finished and bridge_ok
 
 
 def _at_exit() -> None:

@@ -126,3 +126,16 @@ def test_receiver_down_requests_succeed_and_failures_are_counted(
     failures = registry.get_sample_value("chainsight_export_failures_total", {"signal": "traces"})
     assert failures == 200.0  # 50 requests x 4 spans, every one counted as lost
     assert otlp_receiver.request_count == 0
+
+
+def test_configure_otlp_metrics_pushes_genai_duration(
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    chainsight.configure(service="metrics-app", registry=CollectorRegistry(), otlp_metrics=True)
+    asyncio.run(answer(fail=False))
+    assert chainsight.shutdown(timeout=8.0)  # the last export happens at shutdown
+    metric = otlp_receiver.wait_for_metric("gen_ai.client.operation.duration")
+    assert metric["unit"] == "s"
