@@ -38,8 +38,8 @@ from chainsight._redact import Redactor
 
 if TYPE_CHECKING:
     from chainsight._budget import BudgetSet
-    from chainsight._otlp_metrics import PrometheusOTLPBridge
     from chainsight._cost import PriceTable
+    from chainsight._otlp_metrics import PrometheusOTLPBridge
 
 __all__ = ["CONFIG", "Config", "configure", "report_internal", "reset", "shutdown"]
 
