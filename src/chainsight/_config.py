@@ -220,10 +220,15 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
     redactor = Redactor(
         extra=tuple(settings.get("redactors") or ()),
         hash_key=settings.get("content_hash_key"),
-        max_bytes=settings.get("max_content_bytes") or 4096,
+        max_bytes=4096
+        if settings.get("max_content_bytes") is None
+        else settings["max_content_bytes"],
         on_failure=lambda _exc: metrics.internal_error("redaction_failed"),
     )
 
+    log_stages = settings.get("log_stages", False)
+    if not isinstance(log_stages, bool):
+        raise ConfigurationError(f"log_stages must be True or False, got {log_stages!r}")
     raise_internal = _env_bool(n.ENV_RAISE_INTERNAL) or False
     bridge = _otlp_bridge(settings, previous, metrics, service, environment)
     owned: TracerProvider | None = None
@@ -439,6 +444,9 @@ def configure(**kwargs: Any) -> None:
         _settings.update(merged)
         CONFIG = new
         _retire(old, new)
+        from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
+
+        enable_stage_logs(bool(merged.get("log_stages", False)))
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
@@ -463,6 +471,9 @@ def reset() -> None:
             if old.otlp_bridge is not None:
                 old.otlp_bridge.shutdown(2.0)
         CONFIG = _build({"exporter": "none"}, None)
+        from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
+
+        enable_stage_logs(False)
         if old is not None and old.owned_provider is not None:
             _bounded_shutdown(old.owned_provider, 2.0)
 
@@ -514,6 +525,33 @@ def report_internal(where: str, exc: BaseException) -> None:
         pass
     if cfg.raise_internal:
         raise exc
+
+
+def _after_fork_in_child() -> None:
+    """Make a forked child (gunicorn/uWSGI workers, multiprocessing) work on its own.
+
+    Threads do not survive ``fork()`` and a lock another thread held at that moment stays held
+    forever: the SDK restarts its batch export thread itself; here we renew our locks, our
+    count of queued spans, and the OTLP metrics thread. In prometheus-client multiprocess mode
+    the parent alone pushes OTLP metrics, since it reads every worker's values.
+    """
+    global _lock
+    _lock = threading.RLock()
+    try:
+        from chainsight import _metrics  # noqa: PLC0415 - already imported; avoids a cycle
+
+        _metrics.after_fork_in_child()
+        cfg = CONFIG
+        if cfg.processor is not None:
+            cfg.processor.after_fork_in_child()
+        if cfg.otlp_bridge is not None and _metrics.multiprocess_dir() is None:
+            cfg.otlp_bridge.after_fork_in_child()
+    except Exception as exc:  # a child must start even if this fails
+        report_internal("after_fork", exc)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 CONFIG = _build({"exporter": "none"}, None)

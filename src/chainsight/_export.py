@@ -271,6 +271,11 @@ class DroppingBatchProcessor(SpanProcessor):
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
 
+    def after_fork_in_child(self) -> None:
+        """The SDK empties its queue in a forked child; our count of what waits follows."""
+        self._queued = 0
+        self._done = 0
+
     def _batch_done(self, count: int) -> None:
         self._done += count
 

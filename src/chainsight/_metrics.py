@@ -44,6 +44,10 @@ class LabelGuard:
         self._on_overflow = on_overflow
         self._lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """A lock held by another thread at ``fork()`` would stay held forever in the child."""
+        self._lock = threading.Lock()
+
     def set_limits(self, limits: Mapping[str, int] | None) -> None:
         """Change the per-label limits (``"*"`` sets the default)."""
         new = dict(limits or {})
@@ -350,6 +354,18 @@ class Metrics:
         self._server = server
         self._server_addr = (addr, server.server_port)
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks; the parent keeps serving ``/metrics``.
+
+        The child's copy of the listening socket is closed (the parent's stays open), and the
+        server object is forgotten: its thread did not survive the fork, so shutting it down
+        from the child would wait forever.
+        """
+        self.guard.after_fork_in_child()
+        server, self._server, self._server_addr = self._server, None, None
+        if server is not None:
+            server.server_close()
+
     @property
     def server_port(self) -> int | None:
         """The port ``/metrics`` is served on, if any (useful with ``metrics_port=0``)."""
@@ -384,6 +400,14 @@ def exposition_registry(metrics: Metrics) -> CollectorRegistry:
 
 _by_registry: dict[int, Metrics] = {}
 _registry_lock = threading.Lock()
+
+
+def after_fork_in_child() -> None:
+    """Fresh module lock and per-registry locks in a forked child."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for metrics in _by_registry.values():
+        metrics.after_fork_in_child()
 
 
 def metrics_for(registry: object, label_limits: object) -> Metrics:

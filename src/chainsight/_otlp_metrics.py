@@ -469,6 +469,19 @@ class PrometheusOTLPBridge:
         )
         self._thread.start()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: fresh lock and event, and a new export thread (threads don't
+        survive ``fork()``). Called by chainsight's at-fork hook."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._waiters = []
+        if self._stopping:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="chainsight-otlp-metrics", daemon=True
+        )
+        self._thread.start()
+
     @property
     def interval(self) -> float:
         """Seconds between two periodic exports."""
