@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -129,3 +131,23 @@ def test_reset_undoes_configure(tmp_path: object) -> None:
 
 def test_shutdown_without_owned_provider_is_immediate() -> None:
     assert chainsight.shutdown(timeout=0.1) is True
+
+
+def test_span_outliving_its_retired_provider_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    registry = CollectorRegistry()
+    monkeypatch.setattr(_config, "RETIRE_GRACE_S", 0.0)
+    chainsight.configure(exporter=f"jsonl:{tmp_path / 'a.jsonl'}", registry=registry)
+    old_processor = _config.CONFIG.processor
+    assert old_processor is not None
+    with chainsight.stage("tool", name="long"):
+        chainsight.configure(exporter=f"jsonl:{tmp_path / 'b.jsonl'}")  # retires the provider
+        deadline = time.monotonic() + 5
+        while not old_processor._closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert (
+        registry.get_sample_value("chainsight_export_failures_total", {"signal": "traces"}) == 1.0
+    )

@@ -408,8 +408,18 @@ def _retire(old: Config | None, new: Config) -> None:
         return
     provider = old.owned_provider
     threading.Thread(
-        target=_bounded_shutdown, args=(provider, 5.0), name="chainsight-retire", daemon=True
+        target=_retire_later, args=(provider,), name="chainsight-retire", daemon=True
     ).start()
+
+
+RETIRE_GRACE_S: Final = 2.0
+
+
+def _retire_later(provider: TracerProvider) -> None:
+    # Stages in flight keep the snapshot they started with: give them a moment to end on the
+    # old provider and be exported; any that end later are counted as dropped.
+    time.sleep(RETIRE_GRACE_S)
+    _bounded_shutdown(provider, 5.0)
 
 
 def _bounded_shutdown(provider: TracerProvider, timeout: float) -> None:

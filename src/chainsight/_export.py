@@ -261,6 +261,7 @@ class DroppingBatchProcessor(SpanProcessor):
         # the drop count itself goes through the (locked) metric.
         self._queued = 0
         self._done = 0
+        self._closed = False
         self.dropped = 0
         exporter.on_batch_done = self._batch_done
         self._inner = BatchSpanProcessor(
@@ -291,7 +292,9 @@ class DroppingBatchProcessor(SpanProcessor):
         """Queue the span for export, or drop and count it when the queue is full."""
         if not span.context or not span.context.trace_flags.sampled:
             return
-        if self.pending >= self._limit:
+        # After shutdown the SDK would drop the span silently; a stage that outlived its
+        # provider (a configure() mid-request) is counted instead.
+        if self._closed or self.pending >= self._limit:
             self.dropped += 1
             self._on_drop(1)
             return
@@ -300,6 +303,7 @@ class DroppingBatchProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         """Shut the batch processor down (bounded by the caller, see ``shutdown()``)."""
+        self._closed = True
         self._inner.shutdown()  # type: ignore[no-untyped-call]
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
