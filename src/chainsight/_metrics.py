@@ -151,6 +151,8 @@ class Metrics:
         self.registry = registry
         self._server: Any = None
         self._server_addr: tuple[str, int] | None = None
+        # What configure() asked for: with port 0 the bound port differs from the request.
+        self._requested: tuple[str, int] | None = None
         self.guard = LabelGuard(label_limits, self._overflow)
         self._children: dict[tuple[Any, ...], Any] = {}
         r = registry
@@ -339,20 +341,22 @@ class Metrics:
                 f"metrics_port must be an integer from 0 to 65535, got {port!r}; 9464 is the "
                 "usual Prometheus exporter port, None serves nothing"
             )
-        if self._server_addr == (addr, port):
+        if self._requested == (addr, port):
             return
-        self.stop_server()
         from prometheus_client import start_http_server  # noqa: PLC0415
 
         try:
             server, _thread = start_http_server(port, addr, registry=exposition_registry(self))
         except OSError as exc:
+            # The running server (if any) is left as it was: a failed configure() changes nothing.
             raise ConfigurationError(
                 f"cannot serve metrics on {addr}:{port}: {exc}; choose a free port or set "
                 "metrics_port=None and mount chainsight.metrics_app() in your web app"
             ) from exc
+        self.stop_server()
         self._server = server
         self._server_addr = (addr, server.server_port)
+        self._requested = (addr, port)
 
     def after_fork_in_child(self) -> None:
         """In a forked child: fresh locks; the parent keeps serving ``/metrics``.
@@ -363,6 +367,7 @@ class Metrics:
         """
         self.guard.after_fork_in_child()
         server, self._server, self._server_addr = self._server, None, None
+        self._requested = None
         if server is not None:
             server.server_close()
 
@@ -374,6 +379,7 @@ class Metrics:
     def stop_server(self) -> None:
         """Stop the ``/metrics`` server if one runs."""
         server, self._server, self._server_addr = self._server, None, None
+        self._requested = None
         if server is not None:
             server.shutdown()
             server.server_close()

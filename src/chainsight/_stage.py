@@ -596,13 +596,16 @@ class Stage:
                 if origin is None:
                     found = _classify(cfg, handled, spec)
                     origin = Origin(spec.name, found.fault, found.error_type)
-                self.fault, self.error_type, self.origin = origin
                 self.fault, self.error_type = origin.fault, origin.error_type
                 self.origin = origin.stage
             elif self.fault is None and not spec.is_request:
                 # No exception in hand: the stage's own remote component is the best guess; a
                 # request has none, so its fault stays unknown rather than wrongly "app".
                 self.fault = spec.remote
+                self.origin = spec.name
+            if root is not None and root is not self and root.fault is None:
+                # The request was served degraded because of this stage's failure: say which.
+                root.fault, root.error_type, root.origin = self.fault, self.error_type, self.origin
             if self.recording:
                 attrs: dict[str, AttributeValue] = {n.CS_FALLBACK_TO: str(to_text)}
                 if reason_text is not None:
@@ -888,7 +891,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
     if fault != n.NO_FAULT:
         error_type = metrics.guard(n.M_STAGE_ERRORS, n.L_ERROR_TYPE, stage.error_type or "")
         child(metrics.stage_errors, stage_label, kind, system, fault, error_type).inc()
-    if spec.is_genai:
+    if spec.is_genai and outcome != n.OUTCOME_REJECTED:  # a refused call never ran
         model = stage.response_model or spec.model or ""
         labels = (
             spec.operation or "",
