@@ -1,0 +1,181 @@
+"""``python -m benchmarks [--smoke] [--output PATH] [--rounds N] [--profile]``.
+
+Full mode (``make bench``, about two minutes) measures everything and writes
+``benchmarks/results.json``. Smoke mode (``make bench-smoke``, a few seconds) runs every
+benchmark once, checks that each measures what it claims, and writes
+``benchmarks/results-smoke.json``; it judges no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+# Our own bugs should stop the benchmark, not be counted and hidden.
+os.environ.setdefault("CHAINSIGHT_RAISE_INTERNAL_ERRORS", "1")
+
+import chainsight
+from benchmarks import _report, _scenarios
+from benchmarks._harness import BenchmarkError, run_interleaved, run_once
+from benchmarks._micro import REFERENCE, MicroSuite
+
+HERE: Final = Path(__file__).resolve().parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="chainsight's benchmark suite"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="run each benchmark once; check, don't time"
+    )
+    parser.add_argument("--output", type=Path, help="where to write the results JSON")
+    parser.add_argument(
+        "--rounds", type=int, default=41, help="interleaved rounds of micro-benchmarks (41)"
+    )
+    parser.add_argument(
+        "--phase-seconds", type=float, default=5.0, help="length of each exporter phase (5)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the chainsight stage path and exit"
+    )
+    # One exporter-outage phase in this process (the suite starts a fresh process per phase).
+    parser.add_argument("--outage-phase", choices=_scenarios.OUTAGE_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=50.0, help=argparse.SUPPRESS)
+    parser.add_argument("--shutdown-timeout", type=float, default=2.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def default_output(smoke: bool) -> Path:
+    """Where results go without ``--output``; a smoke run never replaces measured results."""
+    return HERE / ("results-smoke.json" if smoke else "results.json")
+
+
+def _progress(message: str) -> None:
+    print(f"  … {message}", file=sys.stderr, flush=True)
+
+
+def profile(calls: int = 50_000) -> str:
+    """cProfile ``calls`` chainsight stage calls (sync, no parent); the top functions."""
+    suite = MicroSuite()
+    try:
+        suite.use("on")()
+        suite.run_sync(1000)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        suite.run_sync(calls)
+        profiler.disable()
+    finally:
+        suite.close()
+        chainsight.reset()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite, print the report, write the JSON; 0 on success, 1 if a check failed."""
+    args = _parser().parse_args(argv)
+    if args.rounds < 3:
+        print(f"--rounds={args.rounds}: use 3 or more so a median means something", file=sys.stderr)
+        return 2
+    if args.profile:
+        print(profile())
+        return 0
+    if args.outage_phase is not None:
+        found = _scenarios.outage_phase(
+            args.outage_phase,
+            phase_s=args.phase_seconds,
+            threads=args.threads,
+            rate_per_thread=args.rate,
+            shutdown_timeout_s=args.shutdown_timeout,
+        )
+        print(json.dumps(found))
+        return 0
+    smoke: bool = args.smoke
+    output: Path = args.output or default_output(smoke)
+    env = _report.environment()
+    started = time.perf_counter()
+    try:
+        suite = MicroSuite()
+        try:
+            cases = suite.cases()
+            _progress(f"micro-benchmarks: {len(cases)} cases")
+            if smoke:
+                micro = run_once(cases, REFERENCE)
+            else:
+                for case in cases:
+                    if case.check is not None:
+                        case.check()
+                micro = run_interleaved(
+                    cases, REFERENCE, rounds=args.rounds, target_ns=10_000_000, progress=_progress
+                )
+        finally:
+            suite.close()
+            chainsight.reset()
+        _progress("concurrency")
+        concurrent = {
+            # 1 ms of I/O per stage saturates the loop: throughput is bound by CPU per request.
+            f"io_{io_ms}ms": _scenarios.concurrency(
+                requests=20 if smoke else 1000,
+                rounds=1 if smoke else 5,
+                io_s=io_ms / 1000,
+                warm_up=not smoke,
+            )
+            for io_ms in (1, 20, 100)
+        }
+        _progress("import cost")
+        imports = _scenarios.import_cost(rounds=1 if smoke else 9)
+        _progress("exporter outage")
+        outage = _scenarios.exporter_outage(
+            phase_s=0.2 if smoke else args.phase_seconds,
+            threads=4,
+            rate_per_thread=50.0,
+            shutdown_timeout_s=0.5 if smoke else 2.0,
+            cycles=1 if smoke else 2,
+        )
+    except BenchmarkError as exc:
+        print(f"benchmark check failed: {exc}", file=sys.stderr)
+        return 1
+    verdicts = _report.judge(micro, outage, concurrent, imports)
+    print(
+        _report.format_report(
+            smoke=smoke,
+            env=env,
+            micro=micro,
+            outage=outage,
+            concurrent=concurrent,
+            imports=imports,
+            verdicts=verdicts,
+        )
+    )
+    payload: dict[str, Any] = {
+        "mode": "smoke" if smoke else "full",
+        "created": _report.timestamp(),
+        "duration_s": round(time.perf_counter() - started, 1),
+        "environment": env,
+        "reference": REFERENCE,
+        "micro": {name: result.as_dict() for name, result in micro.items()},
+        "concurrency": concurrent,
+        "import_cost": imports,
+        "exporter_outage": outage,
+        "targets": verdicts if not smoke else [],
+    }
+    _report.write_results(output, payload)
+    print(f"\nwrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

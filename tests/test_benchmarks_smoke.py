@@ -1,0 +1,159 @@
+"""The benchmark suite runs end to end (``make bench-smoke``) and writes valid results.
+
+No timing is asserted: the smoke mode exists so the suite cannot rot between full runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.__main__ import default_output, main
+from benchmarks._harness import Case, percentile, run_interleaved
+from hypothesis import given
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MICRO_CASES = {
+    "bare_call",
+    "R",
+    "R_parent",
+    "manual_stage",
+    "cs_sync",
+    "cs_sync_parent",
+    "cs_context",
+    "cs_async",
+    "cs_async_parent",
+    "bare_async",
+    "cs_generator",
+    "cs_generator_parent",
+    "bare_generator",
+    "cs_disabled",
+    "cs_sampled_out",
+    "cs_model_usage",
+}
+
+
+def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "targets (smoke run: not judged)" in done.stdout
+
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert results["schema"] == "chainsight.bench/1"
+    assert results["mode"] == "smoke"
+    assert results["targets"] == []  # smoke mode judges no timing
+    assert results["environment"]["versions"]["opentelemetry-sdk"] != "not installed"
+
+    assert set(results["micro"]) == MICRO_CASES
+    for name, row in results["micro"].items():
+        assert row["rounds"] == 1, name
+        assert row["ns_per_call"] > 0, name
+        assert math.isfinite(row["ratio_to_R"]), name
+    assert results["micro"]["R"]["ratio_to_R"] == 1.0
+
+    assert set(results["concurrency"]) == {"io_1ms", "io_20ms", "io_100ms"}
+    for row in results["concurrency"].values():
+        assert row["with_rps"] > 0
+        assert row["without_rps"] > 0
+        assert row["raw_otel_rps"] > 0
+
+    imports = results["import_cost"]
+    assert set(imports) >= {"bare", "dependencies", "chainsight"}
+    assert imports["chainsight"]["rss_mib"] > 0
+
+    phases = results["exporter_outage"]["phases"]
+    assert set(phases) == {"off", "dropping", "down", "dropping_2", "slow", "dropping_3"}
+    assert results["exporter_outage"]["p99_healthy_ms"] > 0
+    for name, phase in phases.items():
+        assert phase["requests"] > 0, name
+    # With the backend unreachable or too slow, lost spans are counted, not silent.
+    for name in ("down", "slow"):
+        assert phases[name]["spans_dropped_or_failed"] > 0, name
+        assert isinstance(phases[name]["shutdown_finished"], bool), name
+    assert phases["slow"]["receiver_requests"] >= 1
+
+
+def test_smoke_output_never_replaces_the_full_results() -> None:
+    # A CI smoke run must not overwrite the measured results a full run wrote.
+    assert default_output(smoke=False).name == "results.json"
+    assert default_output(smoke=True).name == "results-smoke.json"
+    assert default_output(smoke=True).parent == ROOT / "benchmarks"
+
+
+def test_too_few_rounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--rounds", "2"]) == 2
+    assert "--rounds=2" in capsys.readouterr().err
+
+
+def test_interleaved_runs_need_the_reference_among_the_cases() -> None:
+    case = Case("a", "a case", lambda loops: None)
+    with pytest.raises(ValueError, match="reference case 'R'"):
+        run_interleaved([case], "R", rounds=3, target_ns=1000)
+
+
+def test_interleaved_runs_time_every_case_every_round() -> None:
+    calls: dict[str, int] = {"R": 0, "b": 0}
+
+    def counter(name: str) -> Case:
+        def run(loops: int) -> None:
+            calls[name] += loops
+
+        return Case(name, name, run)
+
+    results = run_interleaved([counter("R"), counter("b")], "R", rounds=5, target_ns=100_000)
+    assert all(len(r.ns_per_call) == 5 for r in results.values())
+    assert results["R"].ratios == [1.0] * 5
+    assert calls["R"] > 0
+    assert calls["b"] > 0
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+
+
+@given(values=st.lists(finite, min_size=1, max_size=50), pct=st.floats(0, 100))
+def test_percentile_lies_within_the_values(values: list[float], pct: float) -> None:
+    found = percentile(values, pct)
+    assert min(values) <= found <= max(values)
+
+
+@given(values=st.lists(finite, min_size=1, max_size=50))
+def test_percentile_ends_and_middle(values: list[float]) -> None:
+    assert percentile(values, 0) == min(values)
+    assert percentile(values, 100) == max(values)
+    assert math.isclose(percentile(values, 50), statistics.median(values), abs_tol=1e-3)
+
+
+@given(
+    values=st.lists(finite, min_size=1, max_size=50),
+    low=st.floats(0, 100),
+    high=st.floats(0, 100),
+)
+def test_percentile_is_monotonic(values: list[float], low: float, high: float) -> None:
+    low, high = sorted((low, high))
+    assert percentile(values, low) <= percentile(values, high) + 1e-6
+
+
+def test_percentile_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="pct=101"):
+        percentile([1.0], 101)
