@@ -136,3 +136,35 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
     ) == float(processor.dropped)
     blocked.gate.set()
     provider.shutdown()
+
+
+def test_dead_backend_gets_a_cool_down_and_recovers() -> None:
+    calls: list[int] = []
+    now = [100.0]
+
+    class Flaky(SpanExporter):
+        ok = False
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            calls.append(len(spans))
+            return SpanExportResult.SUCCESS if self.ok else SpanExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            pass
+
+    inner = Flaky()
+    lost: list[int] = []
+    exporter = CountingSpanExporter(inner, lost.append, clock=lambda: now[0])
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    for _ in range(3):
+        exporter.export(batch)
+    assert len(calls) == 3  # three failures in a row: cool down
+    exporter.export(batch)
+    exporter.export(batch)
+    assert len(calls) == 3  # not tried during the cool-down, but counted as lost
+    assert sum(lost) == 5
+    now[0] += 1.5
+    inner.ok = True
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    assert len(calls) == 4
+    assert exporter.exported == 1

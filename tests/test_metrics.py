@@ -800,3 +800,24 @@ def test_hostile_label_values_survive_the_exposition(chainsight_capture: Capture
         if sample.name == "chainsight_tokens_total"
     }
     assert parsed == {v[:MAX_LABEL_LENGTH] for v in hostile}
+
+
+def test_ok_exemplars_are_rate_limited_but_failures_always_attach(
+    chainsight_capture: Capture,
+) -> None:
+    for _ in range(5):
+        with chainsight.stage("tool", name="busy"):
+            pass
+    with pytest.raises(KeyError), chainsight.stage("tool", name="busy"):
+        raise KeyError("x")
+    found = exemplars(chainsight_capture.registry)
+    stage_exemplars = found[n.M_STAGE_DURATION]
+    # One ok exemplar in the first second, plus the failure's.
+    assert len(stage_exemplars) == 2
+    ids = {int(e["span_id"], 16) for e in stage_exemplars}
+    oks = [s for s in chainsight_capture.stages if s.outcome == "ok"]
+    error_span = next(s for s in chainsight_capture.stages if s.outcome == "error")
+    assert error_span.span_id in ids
+    # Without the rate limit each observation would overwrite it: the last ok span would show.
+    assert oks[0].span_id in ids
+    assert oks[-1].span_id not in ids

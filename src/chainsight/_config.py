@@ -485,7 +485,15 @@ def reset() -> None:
 
         enable_stage_logs(False)
         if old is not None and old.owned_provider is not None:
-            _bounded_shutdown(old.owned_provider, 2.0)
+            # A stuck exporter must not hold reset() (and the test or reload calling it).
+            worker = threading.Thread(
+                target=_bounded_shutdown,
+                args=(old.owned_provider, 2.0),
+                name="chainsight-reset",
+                daemon=True,
+            )
+            worker.start()
+            worker.join(2.0)
 
 
 def shutdown(timeout: float = 5.0) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Final
 
@@ -44,6 +45,9 @@ BATCH_SIZE: Final = 512
 SCHEDULE_DELAY_MS: Final = 2000
 EXPORT_TIMEOUT_S: Final = 5.0
 JSONL_SCHEMA: Final = "chainsight.span/1"
+COOL_DOWN_AFTER: Final = 3
+COOL_DOWN_S: Final = 1.0
+MAX_COOL_DOWN_S: Final = 30.0
 
 FailureCallback = Callable[[int], None]
 
@@ -206,20 +210,47 @@ class JsonlSpanExporter(SpanExporter):
 class CountingSpanExporter(SpanExporter):
     """Wraps an exporter: counts spans it failed to export, and what left the queue."""
 
-    def __init__(self, inner: SpanExporter, on_failure: FailureCallback) -> None:
+    def __init__(
+        self,
+        inner: SpanExporter,
+        on_failure: FailureCallback,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.inner = inner
         self._on_failure = on_failure
+        self._clock = clock
         self.exported = 0
         self.failed = 0
         self.on_batch_done: Callable[[int], None] | None = None
+        self._consecutive_failures = 0
+        self._cool_until = 0.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the inner exporter; a failure or exception counts every span."""
+        """Export through the inner exporter; a failure or exception counts every span.
+
+        After ``COOL_DOWN_AFTER`` failed batches in a row the backend is left alone for a
+        cool-down (doubling up to ``MAX_COOL_DOWN_S``): batches in that time are counted as
+        lost at once instead of being encoded and retried against a dead backend, which would
+        take CPU from the application.
+        """
         count = len(spans)
-        try:
-            result = self.inner.export(spans)
-        except Exception:  # the exporter's own bug must not kill the export thread
+        if self._cool_until and self._clock() < self._cool_until:
             result = SpanExportResult.FAILURE
+        else:
+            try:
+                result = self.inner.export(spans)
+            except Exception:  # the exporter's own bug must not kill the export thread
+                result = SpanExportResult.FAILURE
+            if result is SpanExportResult.SUCCESS:
+                self._consecutive_failures = 0
+                self._cool_until = 0.0
+            else:
+                self._consecutive_failures += 1
+                if self._consecutive_failures >= COOL_DOWN_AFTER:
+                    steps = self._consecutive_failures - COOL_DOWN_AFTER
+                    pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
+                    self._cool_until = self._clock() + pause
         if result is SpanExportResult.SUCCESS:
             self.exported += count
         else:
