@@ -33,7 +33,9 @@ SCENARIOS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
     "none": ("none", "0.5", []),
     "provider-timeout": ("provider-timeout", "0.5", [(*PROVIDER, PROVIDER[1])]),
     "provider-ratelimit": ("provider-ratelimit", "0.5", [(*PROVIDER, PROVIDER[1])]),
-    "provider-slow": ("provider-slow", "0.5", [(*PROVIDER, PROVIDER[1])]),
+    # Every call slowed: on a loaded 2-core machine nine demos at once inflate the healthy
+    # baseline too, and half the calls 4x slower was seen to stay under the 2x p95 threshold.
+    "provider-slow": ("provider-slow", "1.0", [(*PROVIDER, PROVIDER[1])]),
     # The stage metrics know the vector store's system, the spans its collection too.
     "vector-store-down": ("vector-store-down", "0.5", [("vector_store", "memvec/kb", "memvec")]),
     "bad-model-output": (
@@ -103,7 +105,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             cmd = [
                 sys.executable, "-m", "chainsight", "demo",
                 "--duration", str(DURATION), "--fault-start", str(FAULT_START),
-                "--fault", fault, "--fault-rate", rate, "--rps", "20",
+                "--fault", fault, "--fault-rate", rate, "--rps", "12",
                 "--metrics-port", str(ports[name]), "--spans", str(workdir / f"{name}.jsonl"),
                 "--seed", str(seed), "--quiet", "--json",
             ]  # fmt: skip
