@@ -50,5 +50,9 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks --smoke
 
+## About two minutes of every backend failing under load (a 20 s variant runs in `make test`).
+soak: $(STAMP) servers
+	CHAINSIGHT_SOAK_SECONDS=120 $(BIN)/pytest -q -s tests/integration/test_soak.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

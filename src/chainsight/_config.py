@@ -9,6 +9,7 @@ reads :data:`CONFIG` once per stage.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from chainsight._content import capture_mode
 from chainsight._errors import ConfigurationError
 from chainsight._export import (
     DroppingBatchProcessor,
+    SwitchableSampler,
     build_tracer_provider,
     default_exporter_spec,
     make_exporter,
@@ -89,6 +91,7 @@ class Config:
     otlp_bridge: PrometheusOTLPBridge | None = None
     owned_provider: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
+    sampler: SwitchableSampler | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -233,6 +236,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
     bridge = _otlp_bridge(settings, previous, metrics, service, environment)
     owned: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
+    sampler: SwitchableSampler | None = None
     provider = settings.get("tracer_provider")
     if provider is None:
         global_provider = trace.get_tracer_provider()
@@ -244,12 +248,18 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
             and previous.owned_provider is not None
             and previous.service == service
             and previous.environment == environment
-            and previous.sample_ratio == ratio
             and previous.exporter == exporter_spec
+            and previous.metrics is metrics  # export failures count in the right registry
             and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
         )
         if reuse and previous is not None:
-            owned, processor = previous.owned_provider, previous.processor
+            # Same backend: keep the provider (a new sample_ratio is applied in place once
+            # this configuration is committed), so nothing is retired and no span is stranded.
+            owned, processor, sampler = (
+                previous.owned_provider,
+                previous.processor,
+                previous.sampler,
+            )
         else:
             attributes: dict[str, str] = {n.SERVICE_NAME: service}
             if environment:
@@ -259,7 +269,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
                 if "_test_exporter" in settings
                 else make_exporter(kind, arg)
             )
-            owned, processor = build_tracer_provider(
+            owned, processor, sampler = build_tracer_provider(
                 resource=Resource.create(attributes),
                 sample_ratio=ratio,
                 exporter=exporter,
@@ -293,6 +303,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         otlp_bridge=bridge,
         owned_provider=owned,
         processor=processor,
+        sampler=sampler,
         extras=extras,
     )
 
@@ -406,20 +417,41 @@ def _retire(old: Config | None, new: Config) -> None:
         ).start()
     if old.owned_provider is None or old.owned_provider is new.owned_provider:
         return
-    provider = old.owned_provider
+    retiring = _Owned(old.owned_provider, old.processor)
+    with _retiring_lock:
+        _retiring.append(retiring)
     threading.Thread(
-        target=_retire_later, args=(provider,), name="chainsight-retire", daemon=True
+        target=_retire_later, args=(retiring,), name="chainsight-retire", daemon=True
     ).start()
 
 
 RETIRE_GRACE_S: Final = 2.0
+RETIRE_TIMEOUT_S: Final = 5.0
 
 
-def _retire_later(provider: TracerProvider) -> None:
+@dataclass(frozen=True, slots=True)
+class _Owned:
+    """A tracer provider chainsight created, with the processor that accounts for its spans."""
+
+    provider: TracerProvider
+    processor: DroppingBatchProcessor | None
+
+
+# Providers replaced by configure() whose queues are still being flushed: shutdown() must
+# finish (or count) them too, or a process exiting right after a reconfiguration loses spans.
+_retiring: list[_Owned] = []
+_retiring_lock = threading.Lock()
+# Set by shutdown(): retiring providers skip the rest of their grace period.
+_expedite = threading.Event()
+
+
+def _retire_later(owned: _Owned) -> None:
     # Stages in flight keep the snapshot they started with: give them a moment to end on the
     # old provider and be exported; any that end later are counted as dropped.
-    time.sleep(RETIRE_GRACE_S)
-    _bounded_shutdown(provider, 5.0)
+    _expedite.wait(RETIRE_GRACE_S)
+    _close(owned, RETIRE_TIMEOUT_S)
+    with _retiring_lock, contextlib.suppress(ValueError):
+        _retiring.remove(owned)
 
 
 def _bounded_shutdown(provider: TracerProvider, timeout: float) -> None:
@@ -428,6 +460,23 @@ def _bounded_shutdown(provider: TracerProvider, timeout: float) -> None:
         provider.shutdown()
     except Exception:  # a failing exporter must not surface at shutdown
         logger.debug("chainsight: exporter failed during shutdown", exc_info=True)
+
+
+def _close(owned: _Owned, timeout: float) -> bool:
+    """Flush and shut down within ``timeout``; past it, give up and count what is left."""
+    worker = threading.Thread(
+        target=_bounded_shutdown,
+        args=(owned.provider, timeout),
+        name="chainsight-shutdown",
+        daemon=True,
+    )
+    worker.start()
+    worker.join(max(timeout, 0.0))
+    if not worker.is_alive():
+        return True
+    if owned.processor is not None:
+        owned.processor.abandon()
+    return False
 
 
 def configure(**kwargs: Any) -> None:
@@ -452,6 +501,8 @@ def configure(**kwargs: Any) -> None:
         new = _build(merged, old)
         _settings.clear()
         _settings.update(merged)
+        if new.sampler is not None:
+            new.sampler.set_ratio(new.sample_ratio)
         CONFIG = new
         _retire(old, new)
         from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
@@ -484,48 +535,65 @@ def reset() -> None:
         from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
 
         enable_stage_logs(False)
+        _expedite.clear()
         if old is not None and old.owned_provider is not None:
             # A stuck exporter must not hold reset() (and the test or reload calling it).
-            worker = threading.Thread(
-                target=_bounded_shutdown,
-                args=(old.owned_provider, 2.0),
-                name="chainsight-reset",
-                daemon=True,
-            )
-            worker.start()
-            worker.join(2.0)
+            _close(_Owned(old.owned_provider, old.processor), 2.0)
 
 
 def shutdown(timeout: float = 5.0) -> bool:
     """Flush and stop span export within ``timeout`` seconds; return True if it finished.
 
     A dead or slow backend cannot hold the process longer than ``timeout``: what could not be
-    sent by then is counted in ``chainsight_export_failures_total``.
+    sent by then is counted in ``chainsight_export_failures_total``, so every span is either
+    received or counted. Providers that a recent ``configure()`` replaced are flushed too.
     """
+    deadline = time.monotonic() + max(timeout, 0.0)
     cfg = CONFIG
-    started = time.monotonic()
+    _expedite.set()
     bridge_ok = True
     if cfg.otlp_bridge is not None:
         bridge_ok = cfg.otlp_bridge.shutdown(timeout / 2)
-    timeout = max(0.0, timeout - (time.monotonic() - started))
-    provider = cfg.owned_provider
-    if provider is None:
-        return bridge_ok
-    worker = threading.Thread(
-        target=_bounded_shutdown, args=(provider, timeout), name="chainsight-shutdown", daemon=True
-    )
-    worker.start()
-    worker.join(timeout)
-    finished = not worker.is_alive()
-    if not finished and cfg.processor is not None:
-        lost = cfg.processor.pending
-        if lost > 0:
-            cfg.metrics.span_export_failed(lost)
+    with _retiring_lock:
+        targets = list(_retiring)
+    if cfg.owned_provider is not None:
+        targets.append(_Owned(cfg.owned_provider, cfg.processor))
+    results: list[bool] = []
+    workers = [
+        threading.Thread(
+            target=lambda o=owned: results.append(_close(o, max(0.0, deadline - time.monotonic()))),
+            name="chainsight-shutdown",
+            daemon=True,
+        )
+        for owned in targets
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()) + 0.1)
+    finished = all(results) and len(results) == len(targets)
+    if not finished:
+        for owned in targets:  # a close still running past the deadline: give up on it now
+            if owned.processor is not None:
+                owned.processor.abandon()
     return finished and bridge_ok
 
 
+def _shutdown_timeout() -> float:
+    raw = os.environ.get(n.ENV_SHUTDOWN_TIMEOUT, "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_EXIT_TIMEOUT_S
+    except ValueError:
+        logger.warning("ignoring %s=%r: expected seconds", n.ENV_SHUTDOWN_TIMEOUT, raw)
+        return DEFAULT_EXIT_TIMEOUT_S
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_EXIT_TIMEOUT_S
+
+
+DEFAULT_EXIT_TIMEOUT_S: Final = 3.0
+
+
 def _at_exit() -> None:
-    shutdown(timeout=float(os.environ.get("CHAINSIGHT_SHUTDOWN_TIMEOUT", "3")))
+    shutdown(timeout=_shutdown_timeout())
 
 
 def report_internal(where: str, exc: BaseException) -> None:

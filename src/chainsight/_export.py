@@ -7,6 +7,7 @@ dropped and counted in ``chainsight_export_failures_total{signal="traces"}``, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -25,7 +26,13 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.util.types import Attributes
 
 from chainsight import _names as n
 from chainsight._errors import ConfigurationError
@@ -225,6 +232,10 @@ class CountingSpanExporter(SpanExporter):
         self.on_batch_done: Callable[[int], None] | None = None
         self._consecutive_failures = 0
         self._cool_until = 0.0
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._abandoned_budget = 0
+        self._in_flight = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the inner exporter; a failure or exception counts every span.
@@ -232,33 +243,69 @@ class CountingSpanExporter(SpanExporter):
         After ``COOL_DOWN_AFTER`` failed batches in a row the backend is left alone for a
         cool-down (doubling up to ``MAX_COOL_DOWN_S``): batches in that time are counted as
         lost at once instead of being encoded and retried against a dead backend, which would
-        take CPU from the application.
+        take CPU from the application. Once abandoned (see :meth:`abandon`), nothing is sent.
         """
         count = len(spans)
-        if self._cool_until and self._clock() < self._cool_until:
-            result = SpanExportResult.FAILURE
-        else:
-            try:
-                result = self.inner.export(spans)
-            except Exception:  # the exporter's own bug must not kill the export thread
-                result = SpanExportResult.FAILURE
+        with self._lock:
+            if self._abandoned:
+                # Already counted as lost when shutdown gave up, up to that many spans; any
+                # that were queued after that moment are counted now.
+                uncounted = min(count, self._abandoned_budget)
+                self._abandoned_budget -= uncounted
+                extra = count - uncounted
+                self.failed += extra
+                if extra:
+                    self._on_failure(extra)
+                return SpanExportResult.FAILURE
+            self._in_flight = count
+        try:
+            result = self._export(spans)
             if result is SpanExportResult.SUCCESS:
-                self._consecutive_failures = 0
-                self._cool_until = 0.0
+                self.exported += count
             else:
-                self._consecutive_failures += 1
-                if self._consecutive_failures >= COOL_DOWN_AFTER:
-                    steps = self._consecutive_failures - COOL_DOWN_AFTER
-                    pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
-                    self._cool_until = self._clock() + pause
-        if result is SpanExportResult.SUCCESS:
-            self.exported += count
-        else:
-            self.failed += count
-            self._on_failure(count)
-        if self.on_batch_done is not None:
-            self.on_batch_done(count)
+                self.failed += count
+                self._on_failure(count)
+            if self.on_batch_done is not None:
+                self.on_batch_done(count)
+        finally:
+            with self._lock:
+                self._in_flight = 0
         return result
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._cool_until and self._clock() < self._cool_until:
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # the exporter's own bug must not kill the export thread
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._consecutive_failures = 0
+            self._cool_until = 0.0
+        else:
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= COOL_DOWN_AFTER:
+                steps = self._consecutive_failures - COOL_DOWN_AFTER
+                pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
+                self._cool_until = self._clock() + pause
+        return result
+
+    def abandon(self, pending: Callable[[], int]) -> int:
+        """Give up: send nothing more; return how many waiting spans are now lost.
+
+        The batch being sent right now is not among them: it counts itself when it returns
+        (received or failed), so every span is received or counted exactly once.
+        """
+        with self._lock:
+            if self._abandoned:
+                return 0
+            self._abandoned = True
+            lost = max(0, pending() - self._in_flight)
+            self._abandoned_budget = lost
+        with contextlib.suppress(Exception):
+            # Stops the OTLP exporter's retry back-off for the batch in flight.
+            self.inner.shutdown()
+        return lost
 
     def shutdown(self) -> None:
         """Shut the inner exporter down."""
@@ -303,6 +350,15 @@ class DroppingBatchProcessor(SpanProcessor):
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
 
+    def abandon(self) -> int:
+        """Stop exporting (shutdown gave up): count every span still waiting as lost."""
+        self._closed = True
+        lost = self._exporter.abandon(lambda: self.pending)
+        if lost:
+            self.dropped += lost
+            self._on_drop(lost)
+        return lost
+
     def after_fork_in_child(self) -> None:
         """The SDK empties its queue in a forked child; our count of what waits follows."""
         self._queued = 0
@@ -342,6 +398,43 @@ class DroppingBatchProcessor(SpanProcessor):
         return self._inner.force_flush(timeout_millis)
 
 
+class SwitchableSampler(Sampler):
+    """Parent-based ratio sampling whose ratio ``configure()`` can change in place.
+
+    Changing the ratio then needs no new TracerProvider, so nothing is retired (and no queue
+    of spans is left behind) when only the sampling changes.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self._delegate: Sampler = ParentBased(TraceIdRatioBased(ratio))
+        self.ratio = ratio
+
+    def set_ratio(self, ratio: float) -> None:
+        """Use ``ratio`` for spans started from now on."""
+        if ratio != self.ratio:
+            self._delegate = ParentBased(TraceIdRatioBased(ratio))
+            self.ratio = ratio
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: trace.SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        """Delegate to the current parent-based ratio sampler."""
+        return self._delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        """Describe the sampler."""
+        return f"chainsight({self._delegate.get_description()})"
+
+
 def build_tracer_provider(
     *,
     resource: Resource,
@@ -349,10 +442,11 @@ def build_tracer_provider(
     exporter: SpanExporter | None,
     on_failure: FailureCallback,
     synchronous: bool = False,
-) -> tuple[TracerProvider, DroppingBatchProcessor | None]:
+) -> tuple[TracerProvider, DroppingBatchProcessor | None, SwitchableSampler]:
     """A TracerProvider owned by chainsight: ratio sampling under a parent-based sampler."""
+    sampler = SwitchableSampler(sample_ratio)
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=sampler,
         resource=resource,
         shutdown_on_exit=False,  # our own exit hook bounds the time shutdown may take
     )
@@ -364,4 +458,4 @@ def build_tracer_provider(
         else:
             processor = DroppingBatchProcessor(counting, on_failure)
             provider.add_span_processor(processor)
-    return provider, processor
+    return provider, processor, sampler

@@ -126,10 +126,8 @@ class _Spec:
     """Everything about a stage that is known before it runs, computed once."""
 
     __slots__ = (
-        "_attrs",
         "_exemplar_at",
-        "_labels",
-        "_version",
+        "_state",
         "component",
         "info",
         "is_genai",
@@ -245,10 +243,14 @@ class _Spec:
                 self.validator = str(legal)
         self.static_attrs = attrs
         self.span_name = self._span_name(extra or {})
-        self._version = -1
         self._exemplar_at = -EXEMPLAR_INTERVAL_S
-        self._attrs: dict[str, AttributeValue] = attrs
-        self._labels: tuple[str, str, str] = ("", "", "")
+        # (config version, start attributes, metric labels), replaced in one assignment so a
+        # stage never mixes two configurations' values when configure() races with it.
+        self._state: tuple[int, dict[str, AttributeValue], tuple[str, str, str]] = (
+            -1,
+            attrs,
+            ("", "", ""),
+        )
 
     def _span_name(self, extra: Mapping[str, object]) -> str:
         kind, name = self.kind, self.name
@@ -271,7 +273,9 @@ class _Spec:
             return f"validate {extra.get('validator') or name}"
         return f"{kind} {name}"
 
-    def refresh(self, cfg: _config.Config) -> None:
+    def refresh(
+        self, cfg: _config.Config
+    ) -> tuple[int, dict[str, AttributeValue], tuple[str, str, str]]:
         """Recompute what depends on the configuration (release attributes, metric labels)."""
         attrs = dict(self.static_attrs)
         attrs.update(cfg.release_attributes)
@@ -283,14 +287,15 @@ class _Spec:
             if self.provider:
                 attrs[n.OI_LLM_PROVIDER] = self.provider
         guard = cfg.metrics.guard
-        self._labels = (
+        labels = (
             guard(n.M_STAGE_DURATION, n.L_STAGE, self.name),
             self.kind,
             guard(n.M_STAGE_DURATION, n.L_SYSTEM, self.system or ""),
         )
-        self._attrs = attrs
-        self._version = cfg.version
+        state = (cfg.version, attrs, labels)
+        self._state = state
         self._exemplar_at = -EXEMPLAR_INTERVAL_S  # a new configuration may be a new registry
+        return state
 
 
 _spec_cache: dict[tuple[Any, ...], _Spec] = {}
@@ -375,6 +380,7 @@ class Stage:
         "feature_label",
         "first_chunk",
         "input_tokens",
+        "labels",
         "origin",
         "output_tokens",
         "parent",
@@ -401,8 +407,10 @@ class Stage:
         cfg: _config.Config,
         span: trace.Span,
         parent: Stage | None,
+        labels: tuple[str, str, str],
     ) -> None:
         self.spec = spec
+        self.labels = labels
         self.cfg = cfg
         self.span = span
         self.parent = parent
@@ -557,7 +565,7 @@ class Stage:
             guard = metrics.guard
             metrics.child(
                 metrics.validations,
-                spec._labels[0],
+                self.labels[0],
                 guard(n.M_VALIDATIONS, n.L_VALIDATOR, spec.validator or spec.name),
                 "passed" if passed else "failed",
             ).inc()
@@ -619,7 +627,7 @@ class Stage:
             guard = metrics.guard
             metrics.child(
                 metrics.fallbacks,
-                spec._labels[0],
+                self.labels[0],
                 spec.kind,
                 guard(n.M_FALLBACKS, n.L_TO, to_text),
                 guard(n.M_FALLBACKS, n.L_REASON, reason_text if reason_text is not None else ""),
@@ -704,11 +712,12 @@ def _begin(
 ) -> tuple[Stage, otel_context.Context] | None:
     """Start the span and the Stage; None if chainsight failed (the app then runs untraced)."""
     try:
-        if spec._version != cfg.version:
-            spec.refresh(cfg)
+        state = spec._state
+        if state[0] != cfg.version:
+            state = spec.refresh(cfg)
         parent_ctx = otel_context.get_current()
         parent = cast("Stage | None", parent_ctx.get(_KEY))
-        attrs = spec._attrs
+        attrs = state[1]
         root = parent.root if parent is not None else None
         if request_kw is not None:
             root = None
@@ -719,7 +728,7 @@ def _begin(
             attrs = dict(attrs)
             attrs.update(root.request_attrs)
         span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
-        stage = Stage(spec, cfg, span, parent)
+        stage = Stage(spec, cfg, span, parent, state[2])
         if request_kw is not None:
             _init_request(stage, cfg, request_kw)
         ctx = trace.set_span_in_context(span, parent_ctx)
@@ -757,7 +766,7 @@ def _init_request(stage: Stage, cfg: _config.Config, request_kw: Mapping[str, ob
     stage.tenant_label = guard(n.M_TOKENS, n.L_TENANT, attrs.get(n.CS_TENANT, ""))
     stage.team_label = guard(n.M_COST_USD, n.L_TEAM, attrs.get(n.CS_TEAM, ""))
     metrics = cfg.metrics
-    metrics.child(metrics.in_flight, stage.spec._labels[0]).inc()
+    metrics.child(metrics.in_flight, stage.labels[0]).inc()
 
 
 def _classify(cfg: _config.Config, exc: BaseException, spec: _Spec) -> Classification:
@@ -892,7 +901,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
     child = metrics.child
     release = cfg.release_id
     exemplar = _exemplar(stage, outcome, stage.start + duration)
-    stage_label, kind, system = spec._labels
+    stage_label, kind, system = stage.labels
     fault = stage.fault if stage.fault is not None and outcome != n.OUTCOME_OK else n.NO_FAULT
     if spec.is_request:
         child(metrics.requests, stage_label, stage.feature_label, outcome, fault, release).inc()

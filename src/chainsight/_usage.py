@@ -135,9 +135,9 @@ def record(
         op = spec.operation or ""
         g_model = guard(n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_REQUEST_MODEL, model_name)
         if counts[0] is not None:
-            child(metrics.gen_ai_tokens, op, spec._labels[2], g_model, n.TOKEN_INPUT).observe(inp)
+            child(metrics.gen_ai_tokens, op, stage.labels[2], g_model, n.TOKEN_INPUT).observe(inp)
         if counts[1] is not None:
-            child(metrics.gen_ai_tokens, op, spec._labels[2], g_model, n.TOKEN_OUTPUT).observe(out)
+            child(metrics.gen_ai_tokens, op, stage.labels[2], g_model, n.TOKEN_OUTPUT).observe(out)
     if cost is not None:
         child(metrics.cost, p_label, m_label, feature, tenant, team).inc(cost)
 
@@ -277,9 +277,9 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
 
 def record_documents(stage: Stage, count: object, scores: object, ids: object) -> None:
     """Retrieval health: document count, empty results, duplicate ids, top score."""
-    cfg, spec = stage.cfg, stage.spec
+    cfg = stage.cfg
     metrics = cfg.metrics
-    labels = (spec._labels[0], spec._labels[2])
+    labels = (stage.labels[0], stage.labels[2])
     number = _count(count)
     if count is not None and number is None:
         _invalid(stage, "record_documents")
