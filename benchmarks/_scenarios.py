@@ -250,6 +250,16 @@ def outage_phase(
             start = time.perf_counter()
             result["shutdown_finished"] = chainsight.shutdown(timeout=shutdown_timeout_s)
             result["shutdown_s"] = round(time.perf_counter() - start, 3)
+            # The batch on the wire when shutdown gave up counts itself once its attempt
+            # returns (at most the exporter's 5 s timeout): wait for the count to settle.
+            settle_until = time.perf_counter() + 6.5
+            seen = -1.0
+            while time.perf_counter() < settle_until:
+                count = _failures(registry)
+                if count == seen and count > 0:
+                    break
+                seen = count
+                time.sleep(0.1)
             result["spans_dropped_or_failed"] = _failures(registry)
         if receiver is not None:
             result["receiver_requests"] = receiver.requests

@@ -151,3 +151,21 @@ def test_span_outliving_its_retired_provider_is_counted(
     assert (
         registry.get_sample_value("chainsight_export_failures_total", {"signal": "traces"}) == 1.0
     )
+
+
+def test_a_refused_configure_leaves_release_limits_and_threads_alone() -> None:
+    import threading
+
+    chainsight.configure(release="v1", label_limits={"tenant": 50})
+    metrics = _config.CONFIG.metrics
+    threads = threading.active_count()
+    for bad in (
+        {"release": "v2", "label_limits": {"tenant": 3}, "capture_content": "maybe"},
+        {"release": "v2", "service": "other", "exporter": "jsonl:/no/such/dir/x.jsonl"},
+        {"release": "v2", "conventions": ("openinference",)},
+    ):
+        with pytest.raises(ConfigurationError):
+            chainsight.configure(**bad)  # type: ignore[arg-type]
+    assert metrics.release_collector.labels["release"] == "v1"
+    assert metrics.guard._limits == {"tenant": 50}
+    assert threading.active_count() == threads

@@ -660,7 +660,8 @@ def test_exception_in_chainsight_never_reaches_app(
     assert work() == 7
     assert work() == 7
     assert (
-        chainsight_capture.metric("chainsight_internal_errors_total", {"where": "stage_end"}) == 2.0
+        chainsight_capture.metric("chainsight_internal_errors_total", {"where": "stage_metrics"})
+        == 2.0
     )
 
 
@@ -680,3 +681,133 @@ def test_internal_error_logged_once(
             pass
     errors = [r for r in caplog.records if r.name == "chainsight" and r.levelname == "ERROR"]
     assert len(errors) == 1
+
+
+# --- regressions found in review ---------------------------------------------------------
+
+
+def test_a_classifier_returning_a_bad_shape_still_ends_spans_and_metrics(
+    chainsight_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAINSIGHT_RAISE_INTERNAL_ERRORS", "0")
+    chainsight.configure(classifiers=[lambda exc, kind: "provider"])  # type: ignore[list-item, return-value]
+    with pytest.raises(KeyError), chainsight.request("r"), chainsight.stage("tool", name="t"):
+        raise KeyError("k")
+    assert [s.fault for s in chainsight_capture.stages] == ["app", "app"]
+    assert chainsight_capture.metric("chainsight_in_flight_requests", {"request": "r"}) == 0.0
+    # Classified once, where it started: the request reuses the origin.
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:classifier"}
+        )
+        == 1.0
+    )
+
+
+def test_decorated_generators_stay_generator_functions(chainsight_capture: Capture) -> None:
+    @chainsight.traced_stage("model", provider="p", model="m")
+    def gen() -> Iterator[int]:
+        yield 1
+        return 5
+
+    @chainsight.traced_stage("model", provider="p", model="m")
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    assert inspect.isgeneratorfunction(gen)
+    assert inspect.isasyncgenfunction(agen)
+    assert inspect.isgenerator(gen())
+
+    def outer() -> Iterator[int]:
+        result = yield from gen()
+        yield result
+
+    assert list(outer()) == [1, 5]
+
+
+def test_generator_finally_runs_inside_its_own_stage(chainsight_capture: Capture) -> None:
+    seen: list[str] = []
+
+    @chainsight.traced_stage("model", provider="openai", model="gpt-4o")
+    def stream() -> Iterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            seen.append(chainsight.current_stage().kind)
+            chainsight.current_stage().record_usage(input_tokens=100, output_tokens=1)
+
+    with chainsight.request("r"):
+        for item in stream():
+            if item == 1:
+                break
+    assert seen == ["model"]
+    model = chainsight_capture.stage(kind="model")
+    assert model.outcome == "cancelled"
+    assert model.attributes["gen_ai.usage.input_tokens"] == 100
+    assert "gen_ai.usage.input_tokens" not in chainsight_capture.stage(kind="request").attributes
+
+
+def test_one_stage_object_entered_by_several_tasks(chainsight_capture: Capture) -> None:
+    shared = chainsight.stage("retrieval", name="shared")
+    leaked: list[str] = []
+
+    async def task() -> None:
+        with shared:
+            await asyncio.sleep(0.01)
+        leaked.append(chainsight.current_stage().kind)
+
+    async def main() -> None:
+        await asyncio.gather(task(), task())
+
+    asyncio.run(main())
+    assert leaked == ["none", "none"]
+    assert len(chainsight_capture.find(name="shared")) == 2
+
+
+def test_fallback_ignores_the_exception_the_caller_was_handling(
+    chainsight_capture: Capture,
+) -> None:
+    @chainsight.traced_stage("retrieval", system="qdrant", name="search")
+    def search() -> list[str]:
+        chainsight.current_stage().fallback(to="bm25", reason="index empty")
+        return []
+
+    try:
+        raise KeyError("the caller's own, already handled")
+    except KeyError:
+        search()
+    s = chainsight_capture.stage(name="search")
+    assert (s.outcome, s.fault) == ("degraded", "vector_store")
+    assert s.error_type is None
+
+
+def test_traced_stage_above_staticmethod_and_classmethod(chainsight_capture: Capture) -> None:
+    class Svc:
+        @chainsight.traced_stage("tool", name="triple")
+        @staticmethod
+        def triple(x: int) -> int:
+            return x * 3
+
+        @chainsight.traced_stage("tool", name="make")
+        @classmethod
+        def make(cls) -> str:
+            return cls.__name__
+
+    assert Svc().triple(2) == 6
+    assert Svc.triple(2) == 6
+    assert Svc.make() == "Svc"
+    assert len(chainsight_capture.find(name="triple")) == 2
+    assert chainsight_capture.stage(name="make").outcome == "ok"
+
+
+def test_origin_keeps_the_exception_picklable(chainsight_capture: Capture) -> None:
+    import pickle
+
+    with pytest.raises(ValueError, match="x") as info, chainsight.stage("tool"):
+        raise ValueError("x")
+    state = pickle.dumps(info.value)
+    # Only builtins inside: it unpickles where chainsight is not installed.
+    assert b"chainsight._faults" not in state
+    assert b"Origin" not in state
+    assert str(pickle.loads(state)) == "x"  # noqa: S301 - our own bytes

@@ -306,3 +306,31 @@ def test_responses_api_embedding_and_rerank_costs(chainsight_capture: Capture) -
         chainsight_capture.stage(kind="request").attributes["chainsight.request.cost.usd"]
     )
     assert abs(total - (cost("chat") + cost("embed") + cost("rr"))) < 1e-12
+
+
+def test_budget_hook_serves_streams_and_model_from_usage_is_charged(
+    chainsight_capture: Capture,
+) -> None:
+    from chainsight import Budget
+
+    chainsight.configure(budgets=[Budget("gpt4o", 0.001, match={"model": "gpt-4o"})])
+
+    @chainsight.traced_stage("model", provider="openai")  # the model is known only from usage
+    def call() -> None:
+        chainsight.current_stage().record_usage(
+            input_tokens=1000, output_tokens=100, model="gpt-4o"
+        )
+
+    call()
+    spent = chainsight_capture.metric("chainsight_budget_spent_usd", {"budget": "gpt4o"})
+    assert spent is not None
+    assert spent > 0.001
+
+    @chainsight.traced_stage(
+        "model", provider="openai", model="gpt-4o", on_budget_exceeded=lambda: ["canned"]
+    )
+    def stream() -> Any:
+        yield "from the provider"
+
+    assert list(stream()) == ["canned"]
+    assert chainsight_capture.find(kind="model")[-1].outcome == "rejected"

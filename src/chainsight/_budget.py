@@ -628,6 +628,11 @@ class Admission:
         self.spent_usd = spent_usd
         self.reason = reason
 
+    @property
+    def covers(self) -> tuple[Budget, ...]:
+        """The budgets this admission charges when it is settled."""
+        return self._budgets
+
     def __repr__(self) -> str:
         who = self.refused.name if self.refused is not None else None
         return f"Admission(refused={who!r}, spent_usd={self.spent_usd!r}, reason={self.reason!r})"
@@ -778,7 +783,7 @@ class BudgetSet:
         try:
             refused, spent = self.store.reserve(slots, token, now, self._hold)
             _expect(spent, len(slots))
-            if refused is not None and not 0 <= refused < len(slots):
+            if refused is not None and (type(refused) is not int or not 0 <= refused < len(slots)):
                 raise BudgetStoreUnavailable(f"budget store refused slot {refused} of {len(slots)}")
         except Exception as exc:
             self._store_failed(exc, "admit")
@@ -809,6 +814,11 @@ class BudgetSet:
                 reason=ADMISSION_SPENT,
             )
         return Admission(self, matching, token)
+
+    def spend_on(self, budgets: Sequence[Budget], usd: float) -> None:
+        """Add ``usd`` to exactly these budgets (the caller matched them). Never raises."""
+        if budgets:
+            self._charge(tuple(budgets), usd, None)
 
     def spend(self, labels: Mapping[str, str], usd: float) -> None:
         """Add ``usd`` to every budget matching ``labels`` (a cost that was not admitted, such

@@ -35,7 +35,7 @@ from chainsight._export import (
     parse_exporter,
 )
 from chainsight._faults import Classifier
-from chainsight._metrics import Metrics, metrics_for
+from chainsight._metrics import Metrics, metrics_for, validate_label_limits
 from chainsight._redact import Redactor
 
 if TYPE_CHECKING:
@@ -206,20 +206,28 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
                 f"classifiers must be callables (exception, stage_kind) -> (fault, error_type) "
                 f"or None; got {rule!r}"
             )
-    metrics = metrics_for(settings.get("registry"), settings.get("label_limits"))
+    # Everything that can be refused is checked first; side effects (the /metrics server, the
+    # release gauge, threads of a new provider) come only after, so a failed configure()
+    # changes nothing.
+    label_limits = validate_label_limits(settings.get("label_limits"))
     port = settings.get("metrics_port")
-    if port is not None:
-        addr = _check_str("metrics_addr", settings.get("metrics_addr")) or "127.0.0.1"
-        metrics.serve(port, addr)
-
+    addr = _check_str("metrics_addr", settings.get("metrics_addr")) or "127.0.0.1"
+    if port is not None and (type(port) is not int or not 0 <= port <= 65535):
+        raise ConfigurationError(
+            f"metrics_port must be an integer from 0 to 65535, got {port!r}; 9464 is the "
+            "usual Prometheus exporter port"
+        )
+    capture = capture_mode(settings.get("capture_content"))
+    openinference = _conventions(settings.get("conventions"))
+    if settings.get("otlp_metrics") not in (None, True, False):
+        raise ConfigurationError(
+            f"otlp_metrics must be True or False, got {settings.get('otlp_metrics')!r}"
+        )
+    metrics = metrics_for(settings.get("registry"), None)
     release_attrs = {n.CS_RELEASE_ID: release_id}
     release_attrs.update({n.CS_RELEASE_PREFIX + k: v for k, v in release.items()})
-    metrics.set_release(release_id, release, service=service, environment=environment or "")
-
     prices = _prices(settings, previous)
     budgets = _budgets(settings, previous)
-    if budgets is not None:
-        metrics.budget_collector.source = budgets.states
     redactor = Redactor(
         extra=tuple(settings.get("redactors") or ()),
         hash_key=settings.get("content_hash_key"),
@@ -233,25 +241,41 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
     if not isinstance(log_stages, bool):
         raise ConfigurationError(f"log_stages must be True or False, got {log_stages!r}")
     raise_internal = _env_bool(n.ENV_RAISE_INTERNAL) or False
-    bridge = _otlp_bridge(settings, previous, metrics, service, environment)
-    owned: TracerProvider | None = None
-    processor: DroppingBatchProcessor | None = None
-    sampler: SwitchableSampler | None = None
     provider = settings.get("tracer_provider")
     if provider is None:
         global_provider = trace.get_tracer_provider()
         if isinstance(global_provider, TracerProvider):
             provider = global_provider  # the app set one up: use it, install nothing
-    if provider is None:
-        reuse = (
-            previous is not None
-            and previous.owned_provider is not None
-            and previous.service == service
-            and previous.environment == environment
-            and previous.exporter == exporter_spec
-            and previous.metrics is metrics  # export failures count in the right registry
-            and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
+    reuse = (
+        provider is None
+        and previous is not None
+        and previous.owned_provider is not None
+        and previous.service == service
+        and previous.environment == environment
+        and previous.exporter == exporter_spec
+        and previous.metrics is metrics  # export failures count in the right registry
+        and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
+    )
+    exporter: Any = None
+    if provider is None and not reuse:
+        # Built before any side effect: a bad exporter (e.g. a missing directory) must fail
+        # while nothing has changed yet. Building one opens no connection.
+        exporter = (
+            settings["_test_exporter"] if "_test_exporter" in settings else make_exporter(kind, arg)
         )
+
+    # --- side effects, from here on nothing is refused -----------------------------------
+    if port is not None:
+        metrics.serve(port, addr)  # may still fail (port taken): it changes nothing then
+    metrics.guard.set_limits(label_limits)
+    metrics.set_release(release_id, release, service=service, environment=environment or "")
+    if budgets is not None:
+        metrics.budget_collector.source = budgets.states
+    bridge = _otlp_bridge(settings, previous, metrics, service, environment)
+    owned: TracerProvider | None = None
+    processor: DroppingBatchProcessor | None = None
+    sampler: SwitchableSampler | None = None
+    if provider is None:
         if reuse and previous is not None:
             # Same backend: keep the provider (a new sample_ratio is applied in place once
             # this configuration is committed), so nothing is retired and no span is stranded.
@@ -264,11 +288,6 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
             attributes: dict[str, str] = {n.SERVICE_NAME: service}
             if environment:
                 attributes[n.DEPLOYMENT_ENVIRONMENT_NAME] = environment
-            exporter = (
-                settings["_test_exporter"]
-                if "_test_exporter" in settings
-                else make_exporter(kind, arg)
-            )
             owned, processor, sampler = build_tracer_provider(
                 resource=Resource.create(attributes),
                 sample_ratio=ratio,
@@ -298,8 +317,8 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         prices=prices,
         budgets=budgets,
         redactor=redactor,
-        capture=capture_mode(settings.get("capture_content")),
-        openinference=_conventions(settings.get("conventions")),
+        capture=capture,
+        openinference=openinference,
         otlp_bridge=bridge,
         owned_provider=owned,
         processor=processor,
@@ -319,8 +338,6 @@ def _otlp_bridge(
     wanted = settings.get("otlp_metrics")
     if wanted is None or wanted is False:
         return None
-    if wanted is not True:
-        raise ConfigurationError(f"otlp_metrics must be True or False, got {wanted!r}")
     old = previous.otlp_bridge if previous is not None else None
     if (
         old is not None
@@ -531,7 +548,7 @@ def reset() -> None:
             old.metrics.stop_server()
             if old.otlp_bridge is not None:
                 old.otlp_bridge.shutdown(2.0)
-        CONFIG = _build({"exporter": "none"}, None)
+        CONFIG = _build({}, None)
         from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
 
         enable_stage_logs(False)
@@ -640,4 +657,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-CONFIG = _build({"exporter": "none"}, None)
+# Before any configure(): the environment's defaults (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is
+# set), so an app configured by environment variables alone is traced too.
+CONFIG = _build({}, None)

@@ -335,8 +335,8 @@ class DroppingBatchProcessor(SpanProcessor):
         self._exporter = exporter
         self._limit = max_queue_size
         self._on_drop = on_drop
-        # Plain ints: a rare lost update under thread switches only nudges when dropping starts;
-        # the drop count itself goes through the (locked) metric.
+        # Counted under a lock: shutdown's give-up counts what waits from these, exactly.
+        self._count_lock = threading.Lock()
         self._queued = 0
         self._done = 0
         self._closed = False
@@ -361,11 +361,13 @@ class DroppingBatchProcessor(SpanProcessor):
 
     def after_fork_in_child(self) -> None:
         """The SDK empties its queue in a forked child; our count of what waits follows."""
+        self._count_lock = threading.Lock()
         self._queued = 0
         self._done = 0
 
     def _batch_done(self, count: int) -> None:
-        self._done += count
+        with self._count_lock:
+            self._done += count
 
     @property
     def pending(self) -> int:
@@ -381,11 +383,15 @@ class DroppingBatchProcessor(SpanProcessor):
             return
         # After shutdown the SDK would drop the span silently; a stage that outlived its
         # provider (a configure() mid-request) is counted instead.
-        if self._closed or self.pending >= self._limit:
-            self.dropped += 1
+        with self._count_lock:
+            drop = self._closed or self._queued - self._done >= self._limit
+            if drop:
+                self.dropped += 1
+            else:
+                self._queued += 1
+        if drop:
             self._on_drop(1)
             return
-        self._queued += 1
         self._inner.on_end(span)
 
     def shutdown(self) -> None:
@@ -405,13 +411,16 @@ class SwitchableSampler(Sampler):
     of spans is left behind) when only the sampling changes.
     """
 
-    def __init__(self, ratio: float) -> None:
-        self._delegate: Sampler = ParentBased(TraceIdRatioBased(ratio))
-        self.ratio = ratio
+    def __init__(self, ratio: float, *, exporting: bool = True) -> None:
+        # With nowhere to send spans, record none: a span costs as much recorded and dropped
+        # as exported, and exemplars would link to traces that do not exist.
+        self._exporting = exporting
+        self.ratio = ratio if exporting else 0.0
+        self._delegate: Sampler = ParentBased(TraceIdRatioBased(self.ratio))
 
     def set_ratio(self, ratio: float) -> None:
         """Use ``ratio`` for spans started from now on."""
-        if ratio != self.ratio:
+        if self._exporting and ratio != self.ratio:
             self._delegate = ParentBased(TraceIdRatioBased(ratio))
             self.ratio = ratio
 
@@ -444,7 +453,7 @@ def build_tracer_provider(
     synchronous: bool = False,
 ) -> tuple[TracerProvider, DroppingBatchProcessor | None, SwitchableSampler]:
     """A TracerProvider owned by chainsight: ratio sampling under a parent-based sampler."""
-    sampler = SwitchableSampler(sample_ratio)
+    sampler = SwitchableSampler(sample_ratio, exporting=exporter is not None)
     provider = TracerProvider(
         sampler=sampler,
         resource=resource,

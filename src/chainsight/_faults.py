@@ -174,11 +174,14 @@ def is_cancellation(exc: BaseException) -> bool:
 def get_origin(exc: BaseException) -> Origin | None:
     """The origin recorded on ``exc`` by the innermost stage it left, if any."""
     origin = getattr(exc, _ORIGIN_ATTR, None)
-    return origin if type(origin) is Origin else None
+    if type(origin) is tuple and len(origin) == 3:
+        return Origin(*origin)
+    return None
 
 
 def set_origin(exc: BaseException, origin: Origin) -> None:
     """Remember on ``exc`` where it started, for outer stages and the request."""
     # Some exception types refuse new attributes; outer stages then classify again.
     with contextlib.suppress(AttributeError, TypeError):
-        setattr(exc, _ORIGIN_ATTR, origin)
+        # A plain tuple of strings: the exception still pickles where chainsight is absent.
+        setattr(exc, _ORIGIN_ATTR, tuple(origin))

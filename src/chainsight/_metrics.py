@@ -351,7 +351,8 @@ class Metrics:
             # The running server (if any) is left as it was: a failed configure() changes nothing.
             raise ConfigurationError(
                 f"cannot serve metrics on {addr}:{port}: {exc}; choose a free port or set "
-                "metrics_port=None and mount chainsight.metrics_app() in your web app"
+                "no metrics_port (leave it out, or reset()) and mount chainsight.metrics_app() "
+                "in your web app"
             ) from exc
         self.stop_server()
         self._server = server
@@ -430,7 +431,7 @@ def metrics_for(registry: object, label_limits: object) -> Metrics:
         if found is None or found.registry is not registry:
             found = Metrics(registry, limits)
             _by_registry[id(registry)] = found
-        else:
+        elif limits is not None:
             found.guard.set_limits(limits)
         return found
 

@@ -8,6 +8,7 @@ attributes in one call; end; metrics through cached children. Nothing here does 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -382,6 +383,7 @@ class Stage:
         "input_tokens",
         "labels",
         "origin",
+        "outer_exc",
         "output_tokens",
         "parent",
         "priced",
@@ -427,6 +429,7 @@ class Stage:
         self.error_type: str | None = None
         self.origin: str | None = None
         self.rejected_by: str | None = None
+        self.outer_exc: BaseException | None = None
         self.first_chunk: float | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -602,6 +605,8 @@ class Stage:
                 root.validation_failed = None
             self.validation_failed = None
             handled = sys.exc_info()[1]
+            if handled is self.outer_exc:
+                handled = None
             if handled is not None and not is_cancellation(handled):
                 origin = get_origin(handled)
                 if origin is None:
@@ -729,6 +734,8 @@ def _begin(
             attrs.update(root.request_attrs)
         span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
         stage = Stage(spec, cfg, span, parent, state[2])
+        # An exception the caller was already handling is not this stage's failure.
+        stage.outer_exc = sys.exc_info()[1]
         if request_kw is not None:
             _init_request(stage, cfg, request_kw)
         ctx = trace.set_span_in_context(span, parent_ctx)
@@ -777,9 +784,10 @@ def _classify(cfg: _config.Config, exc: BaseException, spec: _Spec) -> Classific
             _config.report_internal("classifier", err)
             continue
         if found is not None:
-            fault, error_type = found
-            if fault in n.FAULTS and isinstance(error_type, str) and error_type:
-                return Classification(fault, error_type)
+            if isinstance(found, tuple) and len(found) == 2:
+                fault, error_type = found
+                if fault in n.FAULTS and isinstance(error_type, str) and error_type:
+                    return Classification(fault, error_type)
             _invalid(cfg, "classifier")
     return classify(exc, spec.kind, spec.remote)
 
@@ -801,77 +809,96 @@ def _exception_event(stage: Stage, exc: BaseException) -> None:
 
 
 def _finish(stage: Stage, exc: BaseException | None, *, end_at: float | None = None) -> None:
-    """Classify, write the final attributes, end the span, record metrics. Never raises."""
+    """Classify, write the final attributes, end the span, record metrics. Never raises.
+
+    Each step is guarded on its own: a failure in one (a user classifier, a budget store)
+    still lets the span end and the metrics, the in-flight gauge included, be recorded.
+    """
     if stage.ended:
         return
     stage.ended = True
     try:
-        spec, cfg = stage.spec, stage.cfg
         if stage.stream is not None:
             _usage.apply_stream(stage)
         if stage.admission is not None:
             _usage.settle_budget(stage)
-        status: Status | None = None
-        if exc is None:
-            if stage.rejected_by is not None:
-                outcome = n.OUTCOME_REJECTED
-            elif stage.validation_failed is not None:
-                outcome = n.OUTCOME_ERROR
-                stage.origin, stage.fault, stage.error_type = stage.validation_failed
-                status = Status(StatusCode.ERROR, stage.error_type)
-            elif stage.degraded:
-                outcome = n.OUTCOME_DEGRADED
-            else:
-                outcome = n.OUTCOME_OK
-        elif is_cancellation(exc):
-            outcome = n.OUTCOME_CANCELLED
-        elif isinstance(exc, BudgetExceeded):
-            outcome = n.OUTCOME_REJECTED
-            stage.rejected_by = exc.budget
-        else:
-            outcome = n.OUTCOME_ERROR
-            origin = get_origin(exc)
-            if origin is None:
-                found = _classify(cfg, exc, spec)
-                origin = Origin(spec.name, found.fault, found.error_type)
-                set_origin(exc, origin)
-                if stage.recording:
-                    _exception_event(stage, exc)
-            stage.origin, stage.fault, stage.error_type = origin
-            status = Status(StatusCode.ERROR, origin.error_type)
-        now = time.perf_counter()
-        end = now if end_at is None else end_at
-        duration = end - stage.start
-        span = stage.span
-        if stage.recording:
-            attrs: dict[str, AttributeValue] = {n.CS_OUTCOME: outcome}
-            if stage.fault is not None and outcome != n.OUTCOME_OK:
-                attrs[n.CS_FAULT] = stage.fault
-                if stage.error_type is not None:
-                    attrs[n.ERROR_TYPE] = stage.error_type
-                if stage.origin is not None:
-                    attrs[n.CS_ERROR_ORIGIN] = stage.origin
-            if stage.rejected_by is not None:
-                attrs[n.CS_BUDGET] = stage.rejected_by
-            if spec.is_request and (stage.input_tokens or stage.output_tokens or stage.priced):
-                attrs[n.CS_REQUEST_INPUT_TOKENS] = stage.input_tokens
-                attrs[n.CS_REQUEST_OUTPUT_TOKENS] = stage.output_tokens
-                if stage.priced:
-                    attrs[n.CS_REQUEST_COST_USD] = stage.cost_usd
-            span.set_attributes(attrs)
-            if status is not None:
-                span.set_status(status)
-            if end_at is None:
-                span.end()
-            else:
-                span.end(end_time=time.time_ns() - int((now - end_at) * 1e9))
-        else:
-            span.end()
+    except Exception as err:
+        _config.report_internal("stage_usage", err)
+    outcome = n.OUTCOME_ERROR if exc is not None else n.OUTCOME_OK
+    status: Status | None = None
+    try:
+        outcome, status = _outcome(stage, exc)
+    except Exception as err:
+        _config.report_internal("classify", err)
+    now = time.perf_counter()
+    end = now if end_at is None else end_at
+    duration = end - stage.start
+    try:
+        _end_span(stage, outcome, status, now, end_at)
+    except Exception as err:
+        _config.report_internal("stage_end", err)
+    try:
         _record_metrics(stage, outcome, duration)
         if _logging_hook is not None:
             _logging_hook(stage, outcome, duration)
     except Exception as err:
-        _config.report_internal("stage_end", err)
+        _config.report_internal("stage_metrics", err)
+
+
+def _outcome(stage: Stage, exc: BaseException | None) -> tuple[str, Status | None]:
+    if exc is None:
+        if stage.rejected_by is not None:
+            return n.OUTCOME_REJECTED, None
+        if stage.validation_failed is not None:
+            stage.origin, stage.fault, stage.error_type = stage.validation_failed
+            return n.OUTCOME_ERROR, Status(StatusCode.ERROR, stage.error_type)
+        if stage.degraded:
+            return n.OUTCOME_DEGRADED, None
+        return n.OUTCOME_OK, None
+    if is_cancellation(exc):
+        return n.OUTCOME_CANCELLED, None
+    if isinstance(exc, BudgetExceeded):
+        stage.rejected_by = exc.budget
+        return n.OUTCOME_REJECTED, None
+    origin = get_origin(exc)
+    if origin is None:
+        found = _classify(stage.cfg, exc, stage.spec)
+        origin = Origin(stage.spec.name, found.fault, found.error_type)
+        set_origin(exc, origin)
+        if stage.recording:
+            _exception_event(stage, exc)
+    stage.origin, stage.fault, stage.error_type = origin
+    return n.OUTCOME_ERROR, Status(StatusCode.ERROR, origin.error_type)
+
+
+def _end_span(
+    stage: Stage, outcome: str, status: Status | None, now: float, end_at: float | None
+) -> None:
+    span = stage.span
+    if not stage.recording:
+        span.end()
+        return
+    attrs: dict[str, AttributeValue] = {n.CS_OUTCOME: outcome}
+    if stage.fault is not None and outcome != n.OUTCOME_OK:
+        attrs[n.CS_FAULT] = stage.fault
+        if stage.error_type is not None:
+            attrs[n.ERROR_TYPE] = stage.error_type
+        if stage.origin is not None:
+            attrs[n.CS_ERROR_ORIGIN] = stage.origin
+    if stage.rejected_by is not None:
+        attrs[n.CS_BUDGET] = stage.rejected_by
+    if stage.spec.is_request and (stage.input_tokens or stage.output_tokens or stage.priced):
+        attrs[n.CS_REQUEST_INPUT_TOKENS] = stage.input_tokens
+        attrs[n.CS_REQUEST_OUTPUT_TOKENS] = stage.output_tokens
+        if stage.priced:
+            attrs[n.CS_REQUEST_COST_USD] = stage.cost_usd
+    span.set_attributes(attrs)
+    if status is not None:
+        span.set_status(status)
+    if end_at is None:
+        span.end()
+    else:
+        span.end(end_time=time.time_ns() - int((now - end_at) * 1e9))
 
 
 EXEMPLAR_INTERVAL_S: Final = 1.0
@@ -937,40 +964,56 @@ _logging_hook: Callable[[Stage, str, float], None] | None = None
 
 
 class _StageContext:
-    """The context manager behind ``stage()`` and ``request()`` (sync and async)."""
+    """The context manager behind ``stage()`` and ``request()`` (sync and async).
 
-    __slots__ = ("_request_kw", "_spec", "_stage", "_token")
+    One object may be entered again while already entered (reused across tasks or nested):
+    each entry is remembered, and an exit finishes the entry of the context it runs in.
+    """
+
+    __slots__ = ("_entries", "_request_kw", "_spec")
 
     def __init__(self, spec: _Spec, request_kw: dict[str, object] | None) -> None:
         self._spec = spec
         self._request_kw = request_kw
-        self._stage: Stage | None = None
-        self._token: object = None
+        self._entries: list[Stage | None] = []
 
     def __enter__(self) -> Stage:
         cfg = _config.CONFIG
         if not cfg.enabled:
+            self._entries.append(None)
             return cast(Stage, NOOP_STAGE)
         begun = _begin(self._spec, cfg, self._request_kw)
         if begun is None:
+            self._entries.append(None)
             return cast(Stage, NOOP_STAGE)
         stage, ctx = begun
-        self._stage = stage
-        self._token = otel_context.attach(ctx)
         if self._spec.kind == "model":
             refused = _usage.check_budget(stage)
             if refused is not None:
-                self.__exit__(type(refused), refused, None)
+                self._entries.append(None)
+                _finish(stage, refused)
                 raise refused
+        stage.token = otel_context.attach(ctx)
+        self._entries.append(stage)
         return stage
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        stage, self._stage = self._stage, None
+        entries = self._entries
+        if not entries:
+            return
+        index = len(entries) - 1
+        if index:
+            current = otel_context.get_value(_KEY)
+            found = [i for i, e in enumerate(entries) if e is current]
+            if not found:
+                found = [i for i, e in enumerate(entries) if e is None]
+            if found:
+                index = found[-1]
+        stage = entries.pop(index)
         if stage is None:
             return
-        token, self._token = self._token, None
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(stage.token)  # type: ignore[arg-type]
         except Exception as err:
             _config.report_internal("detach", err)
         _finish(stage, exc)
@@ -1048,6 +1091,9 @@ def traced_stage(
         _make_spec(kind, "probe", dict(extra))
 
     def decorate(func: F) -> F:
+        # Placed above @staticmethod/@classmethod: wrap the function, keep the descriptor.
+        if isinstance(func, (staticmethod, classmethod)):
+            return cast(F, type(func)(decorate(func.__func__)))
         if not callable(func):
             raise ConfigurationError(
                 f"traced_stage({kind!r}) must decorate a function or method, got {func!r}"
@@ -1093,12 +1139,11 @@ def _wrap_function(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         if begun is None:
             return func(*args, **kwargs)
         stage, ctx = begun
-        token = otel_context.attach(ctx)
         if check_budget:
             refused = _usage.check_budget(stage)
             if refused is not None:
-                otel_context.detach(token)
                 return _refuse(stage, refused, args, kwargs)
+        token = otel_context.attach(ctx)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -1124,13 +1169,12 @@ def _wrap_coroutine(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]
         if begun is None:
             return await func(*args, **kwargs)
         stage, ctx = begun
-        token = otel_context.attach(ctx)
         if check_budget:
             refused = _usage.check_budget(stage)
             if refused is not None:
-                otel_context.detach(token)
                 result = _refuse(stage, refused, args, kwargs)
                 return await result if inspect.isawaitable(result) else result
+        token = otel_context.attach(ctx)
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
@@ -1145,38 +1189,54 @@ def _wrap_coroutine(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]
 
 
 class _TracedGenerator(Generator[Any, Any, Any]):
-    """A generator whose span opens at the first ``next()`` and ends with the stream."""
+    """Drives a generator: the span opens at the first ``next()`` and ends with the stream.
 
-    __slots__ = ("_ctx", "_gen", "_last", "_spec", "_stage")
+    Every step (and closing) runs with the stage's context attached, so the generator's own
+    code — its ``finally`` included — records on its stage. Dropped unfinished, the stream
+    ends at its last item: that is its real duration, not the time of garbage collection.
+    """
 
-    def __init__(self, gen: Generator[Any, Any, Any], spec: _Spec) -> None:
+    __slots__ = ("_args", "_ctx", "_gen", "_last", "_spec", "_stage")
+
+    def __init__(
+        self,
+        gen: Generator[Any, Any, Any],
+        spec: _Spec,
+        args: tuple[tuple[Any, ...], dict[str, Any]],
+    ) -> None:
         self._gen = gen
         self._spec = spec
+        self._args = args
         self._stage: Stage | None = None
         self._ctx: otel_context.Context | None = None
         self._last = 0.0
 
-    def _step(self, method: Callable[..., Any], *args: Any) -> Any:
+    def _start(self) -> Stage | None:
+        cfg = _config.CONFIG
+        if not cfg.enabled:
+            return None
+        begun = _begin(self._spec, cfg)
+        if begun is None:
+            return None
+        stage, self._ctx = begun
+        self._stage = stage
+        if self._spec.kind == "model":
+            refused = _usage.check_budget(stage)
+            if refused is not None:
+                args, kwargs = self._args
+                self._gen.close()  # the provider is never called
+                self._gen = _as_generator(_refuse(stage, refused, args, kwargs))
+        return stage
+
+    def _step(self, method: str, *args: Any) -> Any:
         stage = self._stage
         if stage is None:
-            cfg = _config.CONFIG
-            if not cfg.enabled:
-                return method(*args)
-            begun = _begin(self._spec, cfg)
-            if begun is None:
-                return method(*args)
-            stage, self._ctx = begun
-            self._stage = stage
-            if self._spec.kind == "model":
-                refused = _usage.check_budget(stage)
-                if refused is not None:
-                    _finish(stage, refused)
-                    raise refused
-        elif stage.ended:
-            return method(*args)
+            stage = self._start()
+        if stage is None or stage.ended:
+            return getattr(self._gen, method)(*args)
         token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
         try:
-            item = method(*args)
+            item = getattr(self._gen, method)(*args)
         except StopIteration:
             otel_context.detach(token)
             _finish(stage, None)
@@ -1193,61 +1253,92 @@ class _TracedGenerator(Generator[Any, Any, Any]):
 
     def send(self, value: Any) -> Any:
         """Resume the generator with ``value``."""
-        return self._step(self._gen.send, value)
+        return self._step("send", value)
 
     def throw(self, *args: Any) -> Any:
         """Raise an exception inside the generator."""
-        return self._step(self._gen.throw, *args)
+        return self._step("throw", *args)
 
     def close(self) -> None:
-        """Close the stream early: the span ends ``cancelled`` now."""
+        """Close the stream early: the span ends ``cancelled`` (at its last item)."""
+        self._close()
+
+    def _close(self) -> None:
         stage = self._stage
+        if stage is None or stage.ended:
+            self._gen.close()
+            return
+        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
         try:
             self._gen.close()
-        finally:
-            if stage is not None and not stage.ended:
-                _finish(stage, GeneratorExit())
+        except BaseException as exc:
+            otel_context.detach(token)
+            _finish(stage, exc, end_at=self._last or None)
+            raise
+        otel_context.detach(token)
+        _finish(stage, GeneratorExit(), end_at=self._last or None)
 
     def __del__(self) -> None:
         stage = self._stage
         if stage is not None and not stage.ended:
-            # Dropped unfinished: the stream really ended at its last item, not at collection.
-            _finish(stage, GeneratorExit(), end_at=self._last or None)
+            with contextlib.suppress(BaseException):
+                self._close()
+
+
+def _as_generator(value: Any) -> Generator[Any, Any, Any]:
+    """The degrade hook's answer for a stream: its items (or the value itself, once)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        value = (value,)
+    return (item for item in value)
 
 
 class _TracedAsyncGenerator(AsyncGenerator[Any, Any]):
-    """An async generator whose span opens at the first ``anext()`` and ends with the stream."""
+    """Drives an async generator: the span opens at the first ``anext()`` and ends with it."""
 
-    __slots__ = ("_agen", "_ctx", "_last", "_spec", "_stage")
+    __slots__ = ("_agen", "_args", "_ctx", "_last", "_spec", "_stage")
 
-    def __init__(self, agen: AsyncGenerator[Any, Any], spec: _Spec) -> None:
+    def __init__(
+        self,
+        agen: AsyncGenerator[Any, Any],
+        spec: _Spec,
+        args: tuple[tuple[Any, ...], dict[str, Any]],
+    ) -> None:
         self._agen = agen
         self._spec = spec
+        self._args = args
         self._stage: Stage | None = None
         self._ctx: otel_context.Context | None = None
         self._last = 0.0
 
-    async def _step(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _start(self) -> Stage | None:
+        cfg = _config.CONFIG
+        if not cfg.enabled:
+            return None
+        begun = _begin(self._spec, cfg)
+        if begun is None:
+            return None
+        stage, self._ctx = begun
+        self._stage = stage
+        if self._spec.kind == "model":
+            refused = _usage.check_budget(stage)
+            if refused is not None:
+                args, kwargs = self._args
+                await self._agen.aclose()  # the provider is never called
+                answer = _refuse(stage, refused, args, kwargs)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                self._agen = _as_async_generator(answer)
+        return stage
+
+    async def _step(self, method: str, *args: Any) -> Any:
         stage = self._stage
         if stage is None:
-            cfg = _config.CONFIG
-            if not cfg.enabled:
-                return await method(*args)
-            begun = _begin(self._spec, cfg)
-            if begun is None:
-                return await method(*args)
-            stage, self._ctx = begun
-            self._stage = stage
-            if self._spec.kind == "model":
-                refused = _usage.check_budget(stage)
-                if refused is not None:
-                    _finish(stage, refused)
-                    raise refused
-        elif stage.ended:
-            return await method(*args)
+            stage = await self._start()
+        if stage is None or stage.ended:
+            return await getattr(self._agen, method)(*args)
         token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
         try:
-            item = await method(*args)
+            item = await getattr(self._agen, method)(*args)
         except StopAsyncIteration:
             otel_context.detach(token)
             _finish(stage, None)
@@ -1264,25 +1355,42 @@ class _TracedAsyncGenerator(AsyncGenerator[Any, Any]):
 
     async def asend(self, value: Any) -> Any:
         """Resume the async generator with ``value``."""
-        return await self._step(self._agen.asend, value)
+        return await self._step("asend", value)
 
     async def athrow(self, *args: Any) -> Any:
         """Raise an exception inside the async generator."""
-        return await self._step(self._agen.athrow, *args)
+        return await self._step("athrow", *args)
 
     async def aclose(self) -> None:
-        """Close the stream early: the span ends ``cancelled`` now."""
+        """Close the stream early: the span ends ``cancelled`` (at its last item)."""
         stage = self._stage
+        if stage is None or stage.ended:
+            await self._agen.aclose()
+            return
+        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
         try:
             await self._agen.aclose()
-        finally:
-            if stage is not None and not stage.ended:
-                _finish(stage, GeneratorExit())
+        except BaseException as exc:
+            otel_context.detach(token)
+            _finish(stage, exc, end_at=self._last or None)
+            raise
+        otel_context.detach(token)
+        _finish(stage, GeneratorExit(), end_at=self._last or None)
 
     def __del__(self) -> None:
         stage = self._stage
         if stage is not None and not stage.ended:
+            # No event loop to await aclose() here; the span still ends at its last item.
             _finish(stage, GeneratorExit(), end_at=self._last or None)
+
+
+async def _as_async_generator(value: Any) -> AsyncGenerator[Any, Any]:
+    if hasattr(value, "__aiter__"):
+        async for item in value:
+            yield item
+        return
+    for item in _as_generator(value):
+        yield item
 
 
 def _first_chunk(stage: Stage, at: float) -> None:
@@ -1294,23 +1402,49 @@ def _first_chunk(stage: Stage, at: float) -> None:
 
 
 def _wrap_generator(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    # The wrapper is itself a generator function, so inspect.isgeneratorfunction() and the
+    # frameworks that rely on it (FastAPI dependencies, pytest fixtures) still see one.
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
         if not _config.CONFIG.enabled:
-            return gen
-        return _TracedGenerator(gen, spec)
+            return (yield from gen)
+        return (yield from _TracedGenerator(gen, spec, (args, kwargs)))
 
     return wrapper
 
 
 def _wrap_async_generator(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    # An async generator function too; it forwards asend/athrow/aclose the way `yield from`
+    # does for generators (PEP 525 has no `yield from` for async generators).
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        if not _config.CONFIG.enabled:
-            return agen
-        return _TracedAsyncGenerator(agen, spec)
+        inner = (
+            agen
+            if not _config.CONFIG.enabled
+            else _TracedAsyncGenerator(agen, spec, (args, kwargs))
+        )
+        try:
+            value = await inner.__anext__()
+        except StopAsyncIteration:
+            return
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                await inner.aclose()
+                raise
+            except BaseException as exc:
+                try:
+                    value = await inner.athrow(exc)
+                except StopAsyncIteration:
+                    return
+            else:
+                try:
+                    value = await (inner.__anext__() if sent is None else inner.asend(sent))
+                except StopAsyncIteration:
+                    return
 
     return wrapper
 

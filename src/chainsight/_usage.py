@@ -202,8 +202,18 @@ def _cost(
         root.cost_usd += cost
         root.priced = True
     budgets = cfg.budgets
-    if budgets is not None and stage.admission is None:
-        budgets.spend(_budget_labels(stage, model, provider), cost)
+    if budgets is not None:
+        labels = _budget_labels(stage, model, provider)
+        admission = stage.admission
+        if admission is None:
+            budgets.spend(labels, cost)
+        else:
+            # The admission matched the model the stage was declared with; the model that
+            # really answered (from record_usage or the response) may match other budgets.
+            covered = admission.covers
+            extra = [b for b in budgets.budgets if b not in covered and b.matches(labels)]
+            if extra:
+                budgets.spend_on(extra, cost)
         _count_store_errors(stage)
     return cost
 
@@ -344,7 +354,21 @@ def _budget_labels(stage: Stage, model: str, provider: str) -> dict[str, str]:
 
 
 def check_budget(stage: Stage) -> BudgetExceeded | None:
-    """Before a model stage calls its provider: admit it, or return the refusal to raise."""
+    """Before a model stage calls its provider: admit it, or return the refusal to raise.
+
+    Never raises: if the budget machinery itself fails, the call is admitted (fail open),
+    counted and logged.
+    """
+    try:
+        return _check_budget(stage)
+    except Exception as exc:
+        from chainsight._config import report_internal  # noqa: PLC0415 - avoids a cycle
+
+        report_internal("budget_check", exc)
+        return None
+
+
+def _check_budget(stage: Stage) -> BudgetExceeded | None:
     budgets = stage.cfg.budgets
     if budgets is None:
         return None

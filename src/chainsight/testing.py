@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
@@ -27,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from chainsight import _config
 from chainsight import _names as n
 
-__all__ = ["Capture", "CapturedStage", "capture", "chainsight_capture"]
+__all__ = ["Capture", "CapturedStage", "capture"]
 
 
 @dataclass(frozen=True)
@@ -141,8 +140,21 @@ class Capture:
         return found[0]
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-        """A sample value from the registry, e.g. ``metric("chainsight_requests_total", {...})``."""
-        return self.registry.get_sample_value(name, dict(labels or {}))
+        """A sample from the registry, e.g. ``metric("chainsight_requests_total", {"outcome":
+        "error"})``: the sum over every series whose labels include ``labels``, or None when
+        no series matches."""
+        wanted = dict(labels or {})
+        exact = self.registry.get_sample_value(name, wanted)
+        if exact is not None:
+            return exact
+        total: float | None = None
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in wanted.items()
+                ):
+                    total = (total or 0.0) + sample.value
+        return total
 
     def clear(self) -> None:
         """Forget the spans captured so far."""
@@ -169,11 +181,18 @@ def capture(**settings: Any) -> Capture:
     return Capture(exporter, registry)
 
 
-@pytest.fixture
-def chainsight_capture() -> Iterator[Capture]:
+def _capture_fixture() -> Iterator[Capture]:
     """chainsight configured with in-memory span export and a fresh Prometheus registry."""
     _config.reset()
     try:
         yield capture()
     finally:
         _config.reset()
+
+
+try:  # capture() works without pytest; the fixture exists where pytest does
+    import pytest
+except ImportError:  # pragma: no cover - exercised only where pytest is absent
+    pass
+else:
+    chainsight_capture = pytest.fixture(name="chainsight_capture")(_capture_fixture)
