@@ -1,7 +1,8 @@
 """The README quickstart: a small RAG chain instrumented with chainsight.
 
-Run it with ``make demo`` or ``python examples/quickstart.py``. It needs no collector: spans go to
-``quickstart-spans.jsonl`` and the metrics are printed from the Prometheus registry at the end.
+Run it with ``.venv/bin/python examples/quickstart.py`` (``make demo`` runs the bigger demo). It
+needs no collector: spans go to ``quickstart-spans.jsonl`` in the temporary directory and the
+metrics are printed from the Prometheus registry at the end.
 """
 
 from __future__ import annotations
