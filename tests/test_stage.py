@@ -811,3 +811,29 @@ def test_origin_keeps_the_exception_picklable(chainsight_capture: Capture) -> No
     assert b"chainsight._faults" not in state
     assert b"Origin" not in state
     assert str(pickle.loads(state)) == "x"  # noqa: S301 - our own bytes
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_async_generator_protocol_is_forwarded(chainsight_capture: Capture, enabled: bool) -> None:
+    chainsight.configure(enabled=enabled)
+
+    @chainsight.traced_stage("tool", name="echo")
+    async def echo() -> AsyncIterator[int]:
+        received = 0
+        while True:
+            try:
+                received = yield received * 2
+            except ValueError:
+                yield -1
+
+    async def main() -> list[int]:
+        agen = echo()
+        out = [await agen.asend(None), await agen.asend(21), await agen.athrow(ValueError())]
+        await agen.aclose()
+        return out
+
+    assert asyncio.run(main()) == [0, 42, -1]
+    if enabled:
+        assert chainsight_capture.stage(name="echo").outcome == "cancelled"
+    else:
+        assert chainsight_capture.stages == []

@@ -8,7 +8,6 @@ attributes in one call; end; metrics through cached children. Nothing here does 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import sys
@@ -1188,103 +1187,6 @@ def _wrap_coroutine(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]
     return wrapper
 
 
-class _TracedGenerator(Generator[Any, Any, Any]):
-    """Drives a generator: the span opens at the first ``next()`` and ends with the stream.
-
-    Every step (and closing) runs with the stage's context attached, so the generator's own
-    code — its ``finally`` included — records on its stage. Dropped unfinished, the stream
-    ends at its last item: that is its real duration, not the time of garbage collection.
-    """
-
-    __slots__ = ("_args", "_ctx", "_gen", "_last", "_spec", "_stage")
-
-    def __init__(
-        self,
-        gen: Generator[Any, Any, Any],
-        spec: _Spec,
-        args: tuple[tuple[Any, ...], dict[str, Any]],
-    ) -> None:
-        self._gen = gen
-        self._spec = spec
-        self._args = args
-        self._stage: Stage | None = None
-        self._ctx: otel_context.Context | None = None
-        self._last = 0.0
-
-    def _start(self) -> Stage | None:
-        cfg = _config.CONFIG
-        if not cfg.enabled:
-            return None
-        begun = _begin(self._spec, cfg)
-        if begun is None:
-            return None
-        stage, self._ctx = begun
-        self._stage = stage
-        if self._spec.kind == "model":
-            refused = _usage.check_budget(stage)
-            if refused is not None:
-                args, kwargs = self._args
-                self._gen.close()  # the provider is never called
-                self._gen = _as_generator(_refuse(stage, refused, args, kwargs))
-        return stage
-
-    def _step(self, method: str, *args: Any) -> Any:
-        stage = self._stage
-        if stage is None:
-            stage = self._start()
-        if stage is None or stage.ended:
-            return getattr(self._gen, method)(*args)
-        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
-        try:
-            item = getattr(self._gen, method)(*args)
-        except StopIteration:
-            otel_context.detach(token)
-            _finish(stage, None)
-            raise
-        except BaseException as exc:
-            otel_context.detach(token)
-            _finish(stage, exc)
-            raise
-        otel_context.detach(token)
-        self._last = time.perf_counter()
-        if stage.first_chunk is None:
-            _first_chunk(stage, self._last)
-        return item
-
-    def send(self, value: Any) -> Any:
-        """Resume the generator with ``value``."""
-        return self._step("send", value)
-
-    def throw(self, *args: Any) -> Any:
-        """Raise an exception inside the generator."""
-        return self._step("throw", *args)
-
-    def close(self) -> None:
-        """Close the stream early: the span ends ``cancelled`` (at its last item)."""
-        self._close()
-
-    def _close(self) -> None:
-        stage = self._stage
-        if stage is None or stage.ended:
-            self._gen.close()
-            return
-        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
-        try:
-            self._gen.close()
-        except BaseException as exc:
-            otel_context.detach(token)
-            _finish(stage, exc, end_at=self._last or None)
-            raise
-        otel_context.detach(token)
-        _finish(stage, GeneratorExit(), end_at=self._last or None)
-
-    def __del__(self) -> None:
-        stage = self._stage
-        if stage is not None and not stage.ended:
-            with contextlib.suppress(BaseException):
-                self._close()
-
-
 def _as_generator(value: Any) -> Generator[Any, Any, Any]:
     """The degrade hook's answer for a stream: its items (or the value itself, once)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
@@ -1292,99 +1194,9 @@ def _as_generator(value: Any) -> Generator[Any, Any, Any]:
     return (item for item in value)
 
 
-class _TracedAsyncGenerator(AsyncGenerator[Any, Any]):
-    """Drives an async generator: the span opens at the first ``anext()`` and ends with it."""
-
-    __slots__ = ("_agen", "_args", "_ctx", "_last", "_spec", "_stage")
-
-    def __init__(
-        self,
-        agen: AsyncGenerator[Any, Any],
-        spec: _Spec,
-        args: tuple[tuple[Any, ...], dict[str, Any]],
-    ) -> None:
-        self._agen = agen
-        self._spec = spec
-        self._args = args
-        self._stage: Stage | None = None
-        self._ctx: otel_context.Context | None = None
-        self._last = 0.0
-
-    async def _start(self) -> Stage | None:
-        cfg = _config.CONFIG
-        if not cfg.enabled:
-            return None
-        begun = _begin(self._spec, cfg)
-        if begun is None:
-            return None
-        stage, self._ctx = begun
-        self._stage = stage
-        if self._spec.kind == "model":
-            refused = _usage.check_budget(stage)
-            if refused is not None:
-                args, kwargs = self._args
-                await self._agen.aclose()  # the provider is never called
-                answer = _refuse(stage, refused, args, kwargs)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                self._agen = _as_async_generator(answer)
-        return stage
-
-    async def _step(self, method: str, *args: Any) -> Any:
-        stage = self._stage
-        if stage is None:
-            stage = await self._start()
-        if stage is None or stage.ended:
-            return await getattr(self._agen, method)(*args)
-        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
-        try:
-            item = await getattr(self._agen, method)(*args)
-        except StopAsyncIteration:
-            otel_context.detach(token)
-            _finish(stage, None)
-            raise
-        except BaseException as exc:
-            otel_context.detach(token)
-            _finish(stage, exc)
-            raise
-        otel_context.detach(token)
-        self._last = time.perf_counter()
-        if stage.first_chunk is None:
-            _first_chunk(stage, self._last)
-        return item
-
-    async def asend(self, value: Any) -> Any:
-        """Resume the async generator with ``value``."""
-        return await self._step("asend", value)
-
-    async def athrow(self, *args: Any) -> Any:
-        """Raise an exception inside the async generator."""
-        return await self._step("athrow", *args)
-
-    async def aclose(self) -> None:
-        """Close the stream early: the span ends ``cancelled`` (at its last item)."""
-        stage = self._stage
-        if stage is None or stage.ended:
-            await self._agen.aclose()
-            return
-        token = otel_context.attach(self._ctx)  # type: ignore[arg-type]
-        try:
-            await self._agen.aclose()
-        except BaseException as exc:
-            otel_context.detach(token)
-            _finish(stage, exc, end_at=self._last or None)
-            raise
-        otel_context.detach(token)
-        _finish(stage, GeneratorExit(), end_at=self._last or None)
-
-    def __del__(self) -> None:
-        stage = self._stage
-        if stage is not None and not stage.ended:
-            # No event loop to await aclose() here; the span still ends at its last item.
-            _finish(stage, GeneratorExit(), end_at=self._last or None)
-
-
 async def _as_async_generator(value: Any) -> AsyncGenerator[Any, Any]:
+    if inspect.isawaitable(value):
+        value = await value
     if hasattr(value, "__aiter__"):
         async for item in value:
             yield item
@@ -1402,49 +1214,147 @@ def _first_chunk(stage: Stage, at: float) -> None:
 
 
 def _wrap_generator(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
-    # The wrapper is itself a generator function, so inspect.isgeneratorfunction() and the
-    # frameworks that rely on it (FastAPI dependencies, pytest fixtures) still see one.
+    """A generator function driving the user's generator one step at a time.
+
+    The wrapper is itself a generator function (so ``inspect.isgeneratorfunction`` and the
+    frameworks relying on it still see one), and its body runs at the first ``next()``: that
+    is when the span opens. Each step runs with the stage's context attached, so the
+    generator's own code, ``finally`` included, records on its stage. Closed early or dropped
+    unfinished, the stream is ``cancelled`` and ends at its last item: its real duration.
+    """
+    check_budget = spec.kind == "model"
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
-        if not _config.CONFIG.enabled:
+        cfg = _config.CONFIG
+        if not cfg.enabled:
             return (yield from gen)
-        return (yield from _TracedGenerator(gen, spec, (args, kwargs)))
+        begun = _begin(spec, cfg)
+        if begun is None:
+            return (yield from gen)
+        stage, ctx = begun
+        if check_budget:
+            refused = _usage.check_budget(stage)
+            if refused is not None:
+                gen.close()  # the provider is never called
+                return (yield from _as_generator(_refuse(stage, refused, args, kwargs)))
+        sent: Any = None
+        thrown: BaseException | None = None
+        last = 0.0
+        while True:
+            token = otel_context.attach(ctx)
+            try:
+                if thrown is None:
+                    item = gen.send(sent)
+                else:
+                    item, thrown = gen.throw(thrown), None
+            except StopIteration as stop:
+                otel_context.detach(token)
+                _finish(stage, None)
+                return stop.value
+            except BaseException as exc:
+                otel_context.detach(token)
+                _finish(stage, exc)
+                raise
+            otel_context.detach(token)
+            last = time.perf_counter()
+            if stage.first_chunk is None:
+                _first_chunk(stage, last)
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = otel_context.attach(ctx)
+                try:
+                    gen.close()
+                except BaseException as exc:
+                    otel_context.detach(token)
+                    _finish(stage, exc, end_at=last)
+                    raise
+                otel_context.detach(token)
+                _finish(stage, GeneratorExit(), end_at=last)
+                raise
+            except BaseException as exc:
+                thrown, sent = exc, None
 
     return wrapper
 
 
 def _wrap_async_generator(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
-    # An async generator function too; it forwards asend/athrow/aclose the way `yield from`
-    # does for generators (PEP 525 has no `yield from` for async generators).
+    """The async twin of :func:`_wrap_generator` (``asend``/``athrow``/``aclose``)."""
+    check_budget = spec.kind == "model"
+
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        inner = (
-            agen
-            if not _config.CONFIG.enabled
-            else _TracedAsyncGenerator(agen, spec, (args, kwargs))
-        )
-        try:
-            value = await inner.__anext__()
-        except StopAsyncIteration:
-            return
+        cfg = _config.CONFIG
+        begun = _begin(spec, cfg) if cfg.enabled else None
+        if begun is None:
+            # Off: still forward asend/athrow/aclose exactly (an async generator cannot hand
+            # back the inner one the way `yield from` does for generators).
+            sent_plain: Any = None
+            thrown_plain: BaseException | None = None
+            while True:
+                try:
+                    if thrown_plain is None:
+                        item = await agen.asend(sent_plain)
+                    else:
+                        item, thrown_plain = await agen.athrow(thrown_plain), None
+                except StopAsyncIteration:
+                    return
+                try:
+                    sent_plain = yield item
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown_plain, sent_plain = exc, None
+        stage, ctx = begun
+        if check_budget:
+            refused = _usage.check_budget(stage)
+            if refused is not None:
+                await agen.aclose()  # the provider is never called
+                answer = _refuse(stage, refused, args, kwargs)
+                async for item in _as_async_generator(answer):
+                    yield item
+                return
+        sent: Any = None
+        thrown: BaseException | None = None
+        last = 0.0
         while True:
+            token = otel_context.attach(ctx)
             try:
-                sent = yield value
+                if thrown is None:
+                    item = await agen.asend(sent)
+                else:
+                    item, thrown = await agen.athrow(thrown), None
+            except StopAsyncIteration:
+                otel_context.detach(token)
+                _finish(stage, None)
+                return
+            except BaseException as exc:
+                otel_context.detach(token)
+                _finish(stage, exc)
+                raise
+            otel_context.detach(token)
+            last = time.perf_counter()
+            if stage.first_chunk is None:
+                _first_chunk(stage, last)
+            try:
+                sent = yield item
             except GeneratorExit:
-                await inner.aclose()
+                token = otel_context.attach(ctx)
+                try:
+                    await agen.aclose()
+                except BaseException as exc:
+                    otel_context.detach(token)
+                    _finish(stage, exc, end_at=last)
+                    raise
+                otel_context.detach(token)
+                _finish(stage, GeneratorExit(), end_at=last)
                 raise
             except BaseException as exc:
-                try:
-                    value = await inner.athrow(exc)
-                except StopAsyncIteration:
-                    return
-            else:
-                try:
-                    value = await (inner.__anext__() if sent is None else inner.asend(sent))
-                except StopAsyncIteration:
-                    return
+                thrown, sent = exc, None
 
     return wrapper
 
