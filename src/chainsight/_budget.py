@@ -703,6 +703,7 @@ class BudgetSet:
         self._clock = clock
         self._hold = float(reservation_timeout)
         self._lock = threading.Lock()
+        self._charge_lock = threading.Lock()
         self._known: dict[str, tuple[str, float]] = {}  # budget name → (period, spent)
         self._pending: dict[str, tuple[Budget, str, float]] = {}  # key → (budget, period, usd)
         self._logged: set[tuple[str, str, str]] = set()  # (budget, period, what)
@@ -852,6 +853,23 @@ class BudgetSet:
             else:
                 current[key] = (budget, period, amount, ttl)
         charges = [BudgetCharge(key, c[2], c[3]) for key, c in current.items()]
+        if isinstance(self.store, InProcessBudgetStore):
+            # No network: adding and remembering in one step keeps the gauge from moving
+            # backwards when threads' answers come back out of order.
+            with self._charge_lock:
+                self._charge_in_store(current, charges, budgets, usd, token, now)
+        else:
+            self._charge_in_store(current, charges, budgets, usd, token, now)
+
+    def _charge_in_store(
+        self,
+        current: dict[str, tuple[Budget, str, float, float]],
+        charges: list[BudgetCharge],
+        budgets: tuple[Budget, ...],
+        usd: float,
+        token: str | None,
+        now: float,
+    ) -> None:
         try:
             results = _expect(self.store.add(charges, token, now), len(charges))
         except Exception as exc:

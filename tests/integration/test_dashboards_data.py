@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -28,6 +25,7 @@ import chainsight
 from chainsight import _config
 from chainsight.testing import capture
 from tests.integration._servers import PrometheusServer
+from tests.test_dashboards import _load_generator
 from tests.test_metrics import HTTPStatusError, SchemaError, one_request, search, stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,18 +47,6 @@ DATA_TIMEOUT = 25.0
 #   because nothing exists a minute earlier; in steady state it is empty until a release
 #   changes, which is what an annotation query should do.
 MAY_BE_EMPTY: dict[tuple[str, str], str] = {}
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "chainsight_grafana_generate_data", GRAFANA / "generate.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def traffic_round() -> None:
