@@ -379,11 +379,13 @@ class Stage:
         "fault",
         "feature_label",
         "first_chunk",
+        "has_usage",
         "input_tokens",
         "labels",
         "origin",
         "outer_exc",
         "output_tokens",
+        "own_cost",
         "parent",
         "priced",
         "reasoning_tokens",
@@ -399,6 +401,7 @@ class Stage:
         "team_label",
         "tenant_label",
         "token",
+        "usage_model",
         "validation_failed",
     )
 
@@ -435,6 +438,9 @@ class Stage:
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
         self.reasoning_tokens = 0
+        self.has_usage = False
+        self.usage_model: str | None = None
+        self.own_cost: float | None = None
         self.stream: StreamAccumulator | None = None
         self.admission: Admission | None = None
         self.cost_usd = 0.0
@@ -886,6 +892,8 @@ def _end_span(
             attrs[n.CS_ERROR_ORIGIN] = stage.origin
     if stage.rejected_by is not None:
         attrs[n.CS_BUDGET] = stage.rejected_by
+    if stage.has_usage:
+        _usage.usage_attributes(stage, attrs)
     if stage.spec.is_request and (stage.input_tokens or stage.output_tokens or stage.priced):
         attrs[n.CS_REQUEST_INPUT_TOKENS] = stage.input_tokens
         attrs[n.CS_REQUEST_OUTPUT_TOKENS] = stage.output_tokens
@@ -944,7 +952,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
         error_type = metrics.guard(n.M_STAGE_ERRORS, n.L_ERROR_TYPE, stage.error_type or "")
         child(metrics.stage_errors, stage_label, kind, system, fault, error_type).inc()
     if spec.is_genai and outcome != n.OUTCOME_REJECTED:  # a refused call never ran
-        model = stage.response_model or spec.model or ""
+        model = spec.model or stage.response_model or stage.usage_model or ""
         labels = (
             spec.operation or "",
             system,

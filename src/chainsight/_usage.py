@@ -27,6 +27,7 @@ __all__ = [
     "record_documents",
     "record_response",
     "settle_budget",
+    "usage_attributes",
 ]
 
 logger = logging.getLogger("chainsight")
@@ -93,28 +94,13 @@ def record(
 
     cost = _cost(stage, model_name, provider_name, inp, out, read, write, units or 0.0)
 
-    if stage.recording:
-        attrs: dict[str, AttributeValue] = {
-            n.GEN_AI_USAGE_INPUT_TOKENS: stage.input_tokens,
-            n.GEN_AI_USAGE_OUTPUT_TOKENS: stage.output_tokens,
-        }
-        if stage.cache_read_tokens:
-            attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = stage.cache_read_tokens
-        if stage.cache_write_tokens:
-            attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = stage.cache_write_tokens
-        if stage.reasoning_tokens:
-            attrs[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = stage.reasoning_tokens
-        if model and model != spec.model:
-            attrs[n.GEN_AI_RESPONSE_MODEL] = model
-        if cost is not None:
-            attrs[n.CS_COST_USD] = stage.cost_usd
-        if cfg.openinference:
-            attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = stage.input_tokens
-            attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = stage.output_tokens
-            attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = stage.input_tokens + stage.output_tokens
-            if cost is not None:
-                attrs[n.OI_LLM_COST_TOTAL] = stage.cost_usd
-        stage.span.set_attributes(attrs)
+    # The span attributes are written once, with the stage's final attributes (one SDK
+    # validation pass instead of two per call).
+    stage.has_usage = True
+    if model and model != spec.model:
+        stage.usage_model = model
+    if cost is not None:
+        stage.own_cost = (stage.own_cost or 0.0) + cost
 
     metrics = cfg.metrics
     guard = metrics.guard
@@ -140,6 +126,28 @@ def record(
             child(metrics.gen_ai_tokens, op, stage.labels[2], g_model, n.TOKEN_OUTPUT).observe(out)
     if cost is not None:
         child(metrics.cost, p_label, m_label, feature, tenant, team).inc(cost)
+
+
+def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
+    """Add the stage's usage (as recorded so far) to its final span attributes."""
+    attrs[n.GEN_AI_USAGE_INPUT_TOKENS] = stage.input_tokens
+    attrs[n.GEN_AI_USAGE_OUTPUT_TOKENS] = stage.output_tokens
+    if stage.cache_read_tokens:
+        attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = stage.cache_read_tokens
+    if stage.cache_write_tokens:
+        attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = stage.cache_write_tokens
+    if stage.reasoning_tokens:
+        attrs[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = stage.reasoning_tokens
+    if stage.usage_model is not None and n.GEN_AI_RESPONSE_MODEL not in attrs:
+        attrs[n.GEN_AI_RESPONSE_MODEL] = stage.usage_model
+    if stage.own_cost is not None:
+        attrs[n.CS_COST_USD] = stage.own_cost
+    if stage.cfg.openinference:
+        attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = stage.input_tokens
+        attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = stage.output_tokens
+        attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = stage.input_tokens + stage.output_tokens
+        if stage.own_cost is not None:
+            attrs[n.OI_LLM_COST_TOTAL] = stage.own_cost
 
 
 def _request_labels(stage: Stage) -> tuple[str, str, str]:
