@@ -58,7 +58,7 @@ def capture_mode(setting: object) -> str | None:
     )
 
 
-__all__ = ["capture_mode", "record_content", "redact_message", "redacted"]
+__all__ = ["capture_mode", "record_content", "redact_message"]
 
 _DROPPED = "[content dropped: redaction failed]"
 
@@ -67,11 +67,6 @@ def redact_message(cfg: Config, message: str) -> str:
     """An exception message made safe to record: redacted, capped; a marker if that failed."""
     result = cfg.redactor(message)
     return _DROPPED if result is None else result
-
-
-def redacted(cfg: Config, value: object) -> str | None:
-    """``value`` (text, or messages as JSON) redacted and truncated; None when it failed."""
-    return redact_value(value, cfg.redactor)
 
 
 _CONTENT_KEYS: Final = {
