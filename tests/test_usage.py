@@ -334,3 +334,15 @@ def test_budget_hook_serves_streams_and_model_from_usage_is_charged(
 
     assert list(stream()) == ["canned"]
     assert chainsight_capture.find(kind="model")[-1].outcome == "rejected"
+
+
+def test_a_bad_request_label_is_counted_once(chainsight_capture: Capture) -> None:
+    with chainsight.request("r", tenant=object()):  # type: ignore[arg-type]
+        pass
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:request"}
+        )
+        == 1.0
+    )
+    assert "chainsight.tenant" not in chainsight_capture.stage(kind="request").attributes

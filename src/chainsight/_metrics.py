@@ -309,6 +309,10 @@ class Metrics:
         """Count an internal error at ``where`` (a fixed, code-chosen string)."""
         self.child(self.internal_errors, where).inc()
 
+    def invalid(self, verb: str) -> None:
+        """Count a bad value handed to a stage verb (dropped, never raised)."""
+        self.child(self.internal_errors, f"invalid_argument:{verb}").inc()
+
     def span_export_failed(self, count: int) -> None:
         """Count spans that failed to export or were dropped."""
         self.child(self.export_failures, "traces").inc(count)

@@ -345,21 +345,6 @@ def _make_spec(kind: object, name: str, kwargs: dict[str, Any]) -> _Spec:
     )
 
 
-def _invalid(cfg: _config.Config, verb: str) -> None:
-    """A bad value handed to a stage verb: dropped and counted, never raised."""
-    try:
-        cfg.metrics.internal_error(f"invalid_argument:{verb}")
-    except Exception as exc:  # pragma: no cover - counting must not fail the app
-        _config.report_internal("invalid_argument", exc)
-
-
-def _count(value: object) -> int | None:
-    """A token or document count: a non-negative int (bools and floats refused)."""
-    if type(value) is int and 0 <= value < 2**53:
-        return value
-    return None
-
-
 class Stage:
     """A running stage or request: what ``stage()`` yields and ``current_stage()`` returns.
 
@@ -459,7 +444,7 @@ class Stage:
                 return
             for key, value in clean_attributes(attributes):
                 if value is None:
-                    _invalid(self.cfg, "set")
+                    self.cfg.metrics.invalid("set")
                     continue
                 self.span.set_attribute(key, value)
         except Exception as exc:
@@ -551,12 +536,12 @@ class Stage:
         """Record an output check. A failure makes this stage ``error`` with fault ``model``."""
         try:
             if type(passed) is not bool:
-                _invalid(self.cfg, "record_validation")
+                self.cfg.metrics.invalid("record_validation")
                 return
             spec, cfg = self.spec, self.cfg
             reason_text = coerce(reason) if reason is not None else None
             if reason is not None and reason_text is None:
-                _invalid(self.cfg, "record_validation")
+                self.cfg.metrics.invalid("record_validation")
             if self.recording:
                 attrs: dict[str, AttributeValue] = {n.CS_VALIDATION_PASSED: passed}
                 if reason_text is not None:
@@ -600,7 +585,7 @@ class Stage:
             cfg, spec = self.cfg, self.spec
             to_text = coerce(to)
             if to_text is None or to is None:
-                _invalid(cfg, "fallback")
+                cfg.metrics.invalid("fallback")
                 to_text = "unknown"
             reason_text = coerce(reason) if reason is not None else None
             self.degraded = True
@@ -729,6 +714,7 @@ def _begin(
         parent = cast("Stage | None", parent_ctx.get(_KEY))
         attrs = state[1]
         root = parent.root if parent is not None else None
+        extra: dict[str, AttributeValue] = {}
         if request_kw is not None:
             root = None
             attrs = dict(attrs)
@@ -742,7 +728,7 @@ def _begin(
         # An exception the caller was already handling is not this stage's failure.
         stage.outer_exc = sys.exc_info()[1]
         if request_kw is not None:
-            _init_request(stage, cfg, request_kw)
+            _init_request(stage, cfg, extra)
         ctx = trace.set_span_in_context(span, parent_ctx)
         ctx = otel_context.set_value(_KEY, stage, ctx)
         return stage, ctx
@@ -763,14 +749,13 @@ def _request_attributes(
             continue
         legal = coerce(value)
         if legal is None:
-            _invalid(cfg, "request")
+            cfg.metrics.invalid("request")
             continue
         out[_REQUEST_LABELS[key]] = legal
     return out
 
 
-def _init_request(stage: Stage, cfg: _config.Config, request_kw: Mapping[str, object]) -> None:
-    attrs = _request_attributes(cfg, request_kw)
+def _init_request(stage: Stage, cfg: _config.Config, attrs: dict[str, AttributeValue]) -> None:
     # Stages inside the request carry tenant/feature/team too, so one span answers "whose?".
     stage.request_attrs = attrs
     guard = cfg.metrics.guard
@@ -793,7 +778,7 @@ def _classify(cfg: _config.Config, exc: BaseException, spec: _Spec) -> Classific
                 fault, error_type = found
                 if fault in n.FAULTS and isinstance(error_type, str) and error_type:
                     return Classification(fault, error_type)
-            _invalid(cfg, "classifier")
+            cfg.metrics.invalid("classifier")
     return classify(exc, spec.kind, spec.remote)
 
 

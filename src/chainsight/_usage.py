@@ -43,10 +43,6 @@ def _count(value: object) -> int | None:
     return None
 
 
-def _invalid(stage: Stage, verb: str) -> None:
-    stage.cfg.metrics.internal_error(f"invalid_argument:{verb}")
-
-
 def record(
     stage: Stage,
     input_tokens: object,
@@ -69,9 +65,9 @@ def record(
     )
     counts = [_count(v) for v in raw]
     if any(c is None and v is not None for c, v in zip(counts, raw, strict=True)):
-        _invalid(stage, "record_usage")
+        stage.cfg.metrics.invalid("record_usage")
     if model is not None and (not isinstance(model, str) or not model):
-        _invalid(stage, "record_usage")
+        stage.cfg.metrics.invalid("record_usage")
         model = None
     if all(c is None for c in counts) and not units:
         return
@@ -201,7 +197,7 @@ def _cost(
         units=units,
     )
     if not math.isfinite(cost) or cost < 0:
-        _invalid(stage, "record_usage")
+        stage.cfg.metrics.invalid("record_usage")
         return None
     stage.cost_usd += cost
     stage.priced = True
@@ -244,7 +240,7 @@ def _count_store_errors(stage: Stage) -> None:
 def record_response(stage: Stage, response: object) -> None:
     """Feed a response (or one chunk of a stream) to the stage; applied when it ends."""
     if response is None:
-        _invalid(stage, "record_response")
+        stage.cfg.metrics.invalid("record_response")
         return
     acc = stage.stream
     if acc is None:
@@ -259,7 +255,7 @@ def apply_stream(stage: Stage) -> None:
         return
     info = acc.result()
     if info is None:
-        _invalid(stage, "record_response")  # an unknown shape: ignored, counted
+        stage.cfg.metrics.invalid("record_response")  # an unknown shape: ignored, counted
         return
     _apply(stage, info)
 
@@ -300,7 +296,7 @@ def record_documents(stage: Stage, count: object, scores: object, ids: object) -
     labels = (stage.labels[0], stage.labels[2])
     number = _count(count)
     if count is not None and number is None:
-        _invalid(stage, "record_documents")
+        stage.cfg.metrics.invalid("record_documents")
     top: float | None = None
     if scores is not None:
         if isinstance(scores, (list, tuple)):
@@ -310,21 +306,21 @@ def record_documents(stage: Stage, count: object, scores: object, ids: object) -
                 if type(s) in (int, float) and math.isfinite(s)  # bools are not scores
             ]
             if len(values) != len(scores):
-                _invalid(stage, "record_documents")
+                stage.cfg.metrics.invalid("record_documents")
             top = max(values) if values else None
         else:
-            _invalid(stage, "record_documents")
+            stage.cfg.metrics.invalid("record_documents")
     duplicates = 0
     id_count: int | None = None
     if ids is not None:
         if isinstance(ids, (list, tuple)):
             hashable = [i for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)]
             if len(hashable) != len(ids):
-                _invalid(stage, "record_documents")
+                stage.cfg.metrics.invalid("record_documents")
             id_count = len(hashable)
             duplicates = id_count - len(set(hashable))
         else:
-            _invalid(stage, "record_documents")
+            stage.cfg.metrics.invalid("record_documents")
     if number is None:
         number = id_count if id_count is not None else (len(scores) if top is not None else None)  # type: ignore[arg-type]
     if number is not None:
