@@ -8,10 +8,12 @@ like with like: what chainsight adds on top of the span every user would pay for
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from opentelemetry.sdk.environment_variables import OTEL_METRIC_EXPORT_INTERVAL
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import chainsight
 from benchmarks._harness import BenchmarkError, Case
+from chainsight import _config
 from chainsight import _names as n
 
 __all__ = ["REFERENCE", "DroppingExporter", "MicroSuite", "Pipeline", "stage_observations"]
@@ -147,9 +150,29 @@ class MicroSuite:
         self.loop = asyncio.new_event_loop()
         self._active: str | None = None
         self._profiles: dict[str, dict[str, Any]] = {
-            "on": {"tracer_provider": self.sampled.provider, "enabled": True},
-            "off": {"tracer_provider": self.sampled.provider, "enabled": False},
-            "sampled_out": {"tracer_provider": self.sampled_out.provider, "enabled": True},
+            # configure() keeps settings it is not given: each profile names otlp_metrics.
+            "on": {
+                "tracer_provider": self.sampled.provider,
+                "enabled": True,
+                "otlp_metrics": False,
+            },
+            "off": {
+                "tracer_provider": self.sampled.provider,
+                "enabled": False,
+                "otlp_metrics": False,
+            },
+            "sampled_out": {
+                "tracer_provider": self.sampled_out.provider,
+                "enabled": True,
+                "otlp_metrics": False,
+            },
+            # OTLP metrics are produced from the Prometheus registry on the bridge's own thread
+            # at its interval; what this case measures is whether a call records anything twice.
+            "otlp_metrics": {
+                "tracer_provider": self.sampled.provider,
+                "enabled": True,
+                "otlp_metrics": True,
+            },
         }
         tracer = self.sampled.provider.get_tracer("bench.reference")
         self._tracer = tracer
@@ -170,10 +193,25 @@ class MicroSuite:
 
         def setup() -> None:
             if self._active != profile:
-                chainsight.configure(
-                    registry=self.registry, release=RELEASE, **self._profiles[profile]
-                )
+                settings = self._profiles[profile]
+                # The OTLP-metrics case measures the request path: no export need happen
+                # during the run (the interval is read once, when the bridge starts).
+                saved = os.environ.get(OTEL_METRIC_EXPORT_INTERVAL)
+                os.environ[OTEL_METRIC_EXPORT_INTERVAL] = "3600000"
+                try:
+                    chainsight.configure(registry=self.registry, release=RELEASE, **settings)
+                finally:
+                    if saved is None:
+                        del os.environ[OTEL_METRIC_EXPORT_INTERVAL]
+                    else:
+                        os.environ[OTEL_METRIC_EXPORT_INTERVAL] = saved
                 self._active = profile
+            wants_bridge = bool(self._profiles[profile].get("otlp_metrics"))
+            if (_config.CONFIG.otlp_bridge is not None) != wants_bridge:
+                raise BenchmarkError(
+                    f"profile {profile!r}: OTLP metrics bridge is "
+                    f"{'missing' if wants_bridge else 'running'}; the case measures the wrong setup"
+                )
 
         return setup
 
@@ -328,6 +366,7 @@ class MicroSuite:
     def cases(self) -> list[Case]:
         """Every micro case, each with its setup and check."""
         on, off, out = self.use("on"), self.use("off"), self.use("sampled_out")
+        otlp = self.use("otlp_metrics")
         table: list[tuple[str, str, Callable[[int], None], Callable[[], None], int, int]] = [
             # name, description, run, setup, spans per run, stage observations per run
             ("bare_call", "plain function call (the stage body)", self.run_bare, on, 0, 0),
@@ -353,6 +392,8 @@ class MicroSuite:
              self.run_sync, out, 0, 1),
             ("cs_model_usage", "model stage + record_usage (cost, token counters)",
              self.run_model_usage, on, 1, 1),
+            ("cs_otlp_metrics", "@traced_stage function, OTLP metrics on",
+             self.run_sync, otlp, 1, 1),
         ]  # fmt: skip
         cases: list[Case] = []
         for name, description, run, setup, spans, obs in table:

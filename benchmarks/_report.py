@@ -85,11 +85,28 @@ def judge(
         "generator": _net_ns(micro, "cs_generator", "bare_generator"),
     }
     spread = (max(variants.values()) - min(variants.values())) / min(variants.values())
-    # "Unchanged within noise": the p99 may move as much as it moved between the healthy
-    # phases, or 10 % of it, whichever is larger.
-    allowance = max(outage["p99_noise_ms"], 0.1 * outage["p99_healthy_ms"])
+    # The issue's "unchanged within noise (<= 5 % or 100 us)". Judged against both a healthy
+    # collector (what an outage replaces) and the in-memory pipeline, which encodes nothing and
+    # so is the stricter baseline: an outage must cost nothing over either.
+    baselines = {"healthy OTLP": outage["p99_healthy_ms"], "in-memory": outage["p99_dropping_ms"]}
+
+    def outage_verdict(kind: str) -> dict[str, Any]:
+        p99 = outage[f"p99_{kind}_ms"]
+        parts, met = [], True
+        for name, base in baselines.items():
+            allowance = max(0.05 * base, 0.1)
+            met = met and p99 - base <= allowance
+            parts.append(f"{p99 - base:+.2f} ms vs {name} (allowance {allowance:.2f} ms)")
+        return {
+            "target": f"exporter {kind}: request p99 unchanged within noise (<= 5 % or 100 us)",
+            "measured": f"p99 {p99:.2f} ms: " + ", ".join(parts),
+            "met": met,
+        }
+
     in_request = micro["cs_sync_parent"].median_ratio / micro["R_parent"].median_ratio
     cs_import = imports["chainsight"]
+    chain = concurrent["ai_chain"]
+    otlp_extra = micro["cs_otlp_metrics"].median_ratio - micro["cs_sync"].median_ratio
     return [
         {
             "target": "complete stage <= 1.2 R (aim <= 1.0 R)",
@@ -120,24 +137,18 @@ def judge(
             "met": micro["cs_sampled_out"].median_ratio <= 0.5,
         },
         {
-            "target": "exporter down: request p99 unchanged within noise",
-            "measured": f"{outage['p99_delta_down_ms']:+.2f} ms (allowance {allowance:.2f} ms)",
-            "met": outage["p99_delta_down_ms"] <= allowance,
+            "target": "OTLP metrics on: no second per-call recording cost above 0.15 R",
+            "measured": f"{otlp_extra:+.2f} R over the same stage with OTLP metrics off",
+            "met": otlp_extra <= 0.15,
         },
+        outage_verdict("down"),
+        outage_verdict("slow"),
         {
-            "target": "exporter slow: request p99 unchanged within noise",
-            "measured": f"{outage['p99_delta_slow_ms']:+.2f} ms (allowance {allowance:.2f} ms)",
-            "met": outage["p99_delta_slow_ms"] <= allowance,
+            "target": f"{chain['requests']} concurrent requests x 6 stages (AI chain, "
+            f"{chain['io_per_request_ms']:g} ms of I/O per request): throughput >= 85 % of without",
+            "measured": f"{chain['ratio']:.0%} (raw OTel spans {chain['raw_otel_ratio']:.0%})",
+            "met": chain["ratio"] >= 0.85,
         },
-        *(
-            {
-                "target": f"{row['requests']} concurrent requests x 6 stages, "
-                f"{row['io_per_stage_ms']:g} ms I/O per stage: throughput >= 85 % of without",
-                "measured": f"{row['ratio'] * 100:.0f} %",
-                "met": row["ratio"] >= 0.85,
-            }
-            for row in concurrent.values()
-        ),
         {
             "target": "import + configure() <= 0.3 s",
             "measured": f"{cs_import['inside_s']:.3f} s",
@@ -197,17 +208,24 @@ def format_report(
             f"{phase['sdk_log_lines']:>8}  {shutdown}"
         )
     add(
-        f"median p99: healthy {outage['p99_healthy_ms']:.2f} ms (spread "
-        f"{outage['p99_noise_ms']:.2f}), down {outage['p99_down_ms']:.2f} ms, "
-        f"slow {outage['p99_slow_ms']:.2f} ms"
+        f"p99 over each kind's requests pooled: off {outage['p99_off_ms']:.2f} ms, in-memory "
+        f"{outage['p99_dropping_ms']:.2f} ms, healthy OTLP {outage['p99_healthy_ms']:.2f} ms "
+        f"(healthy phases' spread {outage['p99_noise_ms']:.2f}), "
+        f"down {outage['p99_down_ms']:.2f} ms, slow {outage['p99_slow_ms']:.2f} ms"
     )
     add("")
-    add("concurrency — asyncio requests x 6 stages, all in flight at once")
+    add("concurrency — asyncio requests x 6 stages, each worker back to back (steady state)")
     for name, row in concurrent.items():
+        io = row["io_per_stage_ms"]
+        shape = (
+            f"{next(iter(io.values())):g} ms I/O per stage"
+            if len(set(io.values())) == 1
+            else "I/O " + "/".join(f"{v:g}" for v in io.values()) + " ms"
+        )
         add(
-            f"  {name:<15} {row['requests']} requests, {row['io_per_stage_ms']:>3g} ms I/O per "
-            f"stage: without {row['without_rps']:>6.0f} req/s, chainsight {row['with_rps']:>5.0f}"
-            f" ({row['ratio']:.2f}), raw OTel spans {row['raw_otel_rps']:>5.0f} "
+            f"  {name:<9} {row['requests']} concurrent, {shape:<28} without "
+            f"{row['without_rps']:>6.0f} req/s, chainsight {row['with_rps']:>5.0f} "
+            f"({row['ratio']:.2f}), raw OTel spans {row['raw_otel_rps']:>5.0f} "
             f"({row['raw_otel_ratio']:.2f}); chainsight / raw OTel {row['ratio_to_raw_otel']:.2f}"
         )
     add("")

@@ -31,12 +31,14 @@ from benchmarks._micro import R_ATTRIBUTES, Pipeline
 from chainsight import _names as n
 
 __all__ = [
+    "AI_CHAIN_IO_S",
     "OUTAGE_KINDS",
     "concurrency",
     "exporter_outage",
     "import_cost",
     "outage_phase",
     "quiet_sdk_logs",
+    "uniform_io",
 ]
 
 FAKE_WORK_S: Final = 0.005
@@ -209,25 +211,54 @@ def _latency_summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-OUTAGE_KINDS: Final = ("off", "dropping", "down", "slow")
-# Healthy phases between the others: their spread is the noise the verdict allows for.
-_OUTAGE_CYCLE: Final = ("dropping", "down", "dropping", "slow")
+OUTAGE_KINDS: Final = ("off", "dropping", "healthy", "down", "slow")
+# Healthy phases between the others: their spread is the noise the report shows.
+_OUTAGE_CYCLE: Final = ("healthy", "down", "healthy", "slow")
+SLOW_RECEIVER_S: Final = 2.0
+
+
+@contextlib.contextmanager
+def _sink() -> Iterator[tuple[int, list[int]]]:
+    """A healthy OTLP receiver in a child process: yields its port and, after exit, the spans it
+    decoded (in the list)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._sink"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    received: list[int] = []
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        if not first.isdigit():
+            raise BenchmarkError(f"the OTLP sink did not start (said {first!r})")
+        yield int(first), received
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        last = out.strip().splitlines()[-1:] if out else []
+        if last and last[0].isdigit():
+            received.append(int(last[0]))
 
 
 def outage_phase(
     kind: str, *, phase_s: float, threads: int, rate_per_thread: float, shutdown_timeout_s: float
 ) -> dict[str, Any]:
-    """One load phase in this process: ``off`` (chainsight disabled), ``dropping`` (healthy
-    pipeline), ``down`` (OTLP/HTTP to a closed port) or ``slow`` (a receiver answering after 6 s).
+    """One load phase in this process: ``off`` (chainsight disabled), ``dropping`` (in-memory
+    pipeline, nothing encoded), ``healthy`` (OTLP/HTTP to a receiver in another process),
+    ``down`` (OTLP/HTTP to a closed port) or ``slow`` (a receiver answering after 2 s).
 
     Meant to run in a fresh process each (``python -m benchmarks --outage-phase KIND``), so an
-    earlier phase's stuck exporter threads and queued spans cannot slow a later phase.
+    earlier phase's stuck exporter threads and queued spans cannot slow a later phase. The
+    result carries every request's latency (``latencies_ms``) so phases of a kind can be pooled.
     """
     if kind not in OUTAGE_KINDS:
         raise ValueError(f"outage phase {kind!r} is not one of {', '.join(OUTAGE_KINDS)}")
     quiet_sdk_logs()
     registry = CollectorRegistry()
     pipeline = Pipeline()
+    received: list[int] = []
     with contextlib.ExitStack() as stack:
         stack.callback(pipeline.close)
         stack.callback(_leave_outage, pipeline)
@@ -239,17 +270,23 @@ def outage_phase(
         else:
             if kind == "down":
                 port = stack.enter_context(_closed_port())
-            else:
-                receiver = stack.enter_context(_slow_receiver(delay=6.0))
+            elif kind == "slow":
+                receiver = stack.enter_context(_slow_receiver(delay=SLOW_RECEIVER_S))
                 port = receiver.server_port
+            else:
+                port, received = stack.enter_context(_sink())
             os.environ[n.ENV_OTEL_TRACES_ENDPOINT] = f"http://127.0.0.1:{port}/v1/traces"
             chainsight.configure(exporter="otlp:http", registry=registry)
-        _drive(0.05, 1, 100)  # warm the stage specs and metric children outside the measurement
-        result: dict[str, Any] = _latency_summary(_drive(phase_s, threads, rate_per_thread))
-        if kind in ("down", "slow"):
+        # Warm the stage specs and metric children outside the measurement.
+        warm_up = len(_drive(0.05, 1, 100))
+        latencies = _drive(phase_s, threads, rate_per_thread)
+        result: dict[str, Any] = _latency_summary(latencies)
+        result["spans_produced"] = (warm_up + len(latencies)) * 7
+        if kind in ("healthy", "down", "slow"):
             start = time.perf_counter()
             result["shutdown_finished"] = chainsight.shutdown(timeout=shutdown_timeout_s)
             result["shutdown_s"] = round(time.perf_counter() - start, 3)
+        if kind in ("down", "slow"):
             # The batch on the wire when shutdown gave up counts itself once its attempt
             # returns (at most the exporter's 5 s timeout): wait for the count to settle.
             settle_until = time.perf_counter() + 6.5
@@ -264,6 +301,10 @@ def outage_phase(
         if receiver is not None:
             result["receiver_requests"] = receiver.requests
         result["sdk_log_lines"] = _SDK_LOGS.count
+    if kind == "healthy":
+        result["spans_dropped_or_failed"] = _failures(registry)
+        result["spans_received"] = received[0] if received else None
+    result["latencies_ms"] = [round(v * 1e3, 4) for v in latencies]
     return result
 
 
@@ -282,15 +323,18 @@ def exporter_outage(
     shutdown_timeout_s: float,
     cycles: int = 2,
 ) -> dict[str, Any]:
-    """Request latency with a healthy (dropping) pipeline, a closed OTLP port, a slow receiver.
+    """Request latency with the collector up (a real OTLP receiver), down (a closed port) and
+    slow (a receiver answering after 2 s).
 
-    Each phase runs in a fresh process: ``off``, then ``cycles`` times (dropping, down,
-    dropping, slow), then a last dropping phase. A kind's p99 is the median over its phases;
-    the spread of the healthy phases' p99 is the noise.
+    Each phase runs in a fresh process: ``off`` and ``dropping`` once (for reference), then
+    ``cycles`` times (healthy, down, healthy, slow), then a last healthy phase, so the phases
+    of a kind are spread over the run. A kind's p99 is taken over all its phases' requests
+    pooled; the spread of the healthy phases' own p99s is the noise.
     """
     phases: dict[str, dict[str, Any]] = {}
+    pooled: dict[str, list[float]] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    for kind in ("off", *(_OUTAGE_CYCLE * cycles), "dropping"):
+    for kind in ("off", "dropping", *(_OUTAGE_CYCLE * cycles), "healthy"):
         name = kind
         count = 2
         while name in phases:
@@ -313,24 +357,35 @@ def exporter_outage(
             raise BenchmarkError(
                 f"outage phase {kind!r} exited {done.returncode}: {done.stderr[-2000:]}"
             )
-        phases[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        pooled.setdefault(kind, []).extend(found.pop("latencies_ms"))
+        if kind == "healthy" and found["spans_received"] != found["spans_produced"]:
+            raise BenchmarkError(
+                f"healthy OTLP phase: the receiver decoded {found['spans_received']} spans of "
+                f"{found['spans_produced']} produced; the healthy baseline lost spans"
+            )
+        phases[name] = found
 
-    def p99s(kind: str) -> list[float]:
-        return [v["p99_ms"] for k, v in phases.items() if k.partition("_")[0] == kind]
+    def p99(kind: str) -> float:
+        return round(percentile(pooled[kind], 99), 3)
 
-    healthy = p99s("dropping")
-    baseline = statistics.median(healthy)
+    healthy_p99s = [v["p99_ms"] for k, v in phases.items() if k.partition("_")[0] == "healthy"]
+    baseline = p99("healthy")
     return {
         "fake_request": "request + 6 stages (7 spans), the model stage sleeps 5 ms",
         "load": f"{threads} threads x {rate_per_thread:g} req/s for {phase_s:g} s per phase, "
         "each phase in a fresh process",
+        "slow_receiver_s": SLOW_RECEIVER_S,
         "phases": phases,
-        "p99_healthy_ms": round(baseline, 3),
-        "p99_noise_ms": round(max(healthy) - min(healthy), 3),
-        "p99_down_ms": round(statistics.median(p99s("down")), 3),
-        "p99_slow_ms": round(statistics.median(p99s("slow")), 3),
-        "p99_delta_down_ms": round(statistics.median(p99s("down")) - baseline, 3),
-        "p99_delta_slow_ms": round(statistics.median(p99s("slow")) - baseline, 3),
+        "requests_pooled": {kind: len(values) for kind, values in pooled.items()},
+        "p99_off_ms": p99("off"),
+        "p99_dropping_ms": p99("dropping"),
+        "p99_healthy_ms": baseline,
+        "p99_noise_ms": round(max(healthy_p99s) - min(healthy_p99s), 3),
+        "p99_down_ms": p99("down"),
+        "p99_slow_ms": p99("slow"),
+        "p99_delta_down_ms": round(p99("down") - baseline, 3),
+        "p99_delta_slow_ms": round(p99("slow") - baseline, 3),
     }
 
 
@@ -338,32 +393,57 @@ def exporter_outage(
 
 
 _StageFn = Callable[[], Awaitable[None]]
+_KINDS: Final = ("retrieval", "rerank", "prompt", "model", "validation", "tool")
+
+# I/O per stage of a short, realistic AI request (seconds): a vector-store query, a hosted
+# rerank, prompt assembly (no I/O), one short model call, a local validator (no I/O), one tool
+# call. Kept at the fast end of what these take, so the profile flatters nobody.
+AI_CHAIN_IO_S: Final = {
+    "retrieval": 0.030,
+    "rerank": 0.060,
+    "prompt": 0.0,
+    "model": 0.600,
+    "validation": 0.0,
+    "tool": 0.050,
+}
 
 
-def _stage_functions(io_s: float) -> tuple[list[_StageFn], list[_StageFn]]:
-    async def io() -> None:
-        await asyncio.sleep(io_s)
+def uniform_io(seconds: float) -> dict[str, float]:
+    """The same I/O for each of the six stages."""
+    return dict.fromkeys(_KINDS, seconds)
 
-    plain: list[_StageFn] = [io for _ in range(6)]
-    kinds = ["retrieval", "rerank", "prompt", "model", "validation", "tool"]
+
+def _stage_functions(io: dict[str, float]) -> tuple[list[_StageFn], list[_StageFn]]:
+    def make(seconds: float) -> _StageFn:
+        async def stage_io() -> None:
+            await asyncio.sleep(seconds)  # 0 still yields to the loop once
+
+        return stage_io
+
+    plain = [make(io[kind]) for kind in _KINDS]
     traced: list[_StageFn] = [
-        chainsight.traced_stage(kind, name=f"concurrent_{kind}")(io) for kind in kinds
+        chainsight.traced_stage(kind, name=f"concurrent_{kind}")(make(io[kind])) for kind in _KINDS
     ]
     return plain, traced
 
 
-def concurrency(*, requests: int, rounds: int, io_s: float, warm_up: bool = True) -> dict[str, Any]:
-    """Throughput of ``requests`` concurrent asyncio requests of 6 stages.
+def concurrency(
+    *, requests: int, rounds: int, io: dict[str, float], window_s: float, warm_up: bool = True
+) -> dict[str, Any]:
+    """Steady-state throughput of ``requests`` concurrent asyncio requests of 6 stages.
 
-    Three variants: without instrumentation, with chainsight, and with raw OpenTelemetry spans
-    (7 per request, 10 attributes each) — the last shows what any span-based tracing costs at
-    this concurrency. Each stage awaits ``io_s`` of simulated I/O. The variants' order rotates
-    from round to round.
+    ``requests`` workers each run requests back to back (a closed loop, as a server at that
+    concurrency does); throughput is the requests completed in a ``window_s`` window after one
+    request's worth of ramp-up. Three variants: without instrumentation, with chainsight, and
+    with raw OpenTelemetry spans (7 per request, 10 attributes each) — the last shows what any
+    span-based tracing costs at this concurrency. The variants' order rotates each round.
     """
-    plain, traced = _stage_functions(io_s)
-    # A queue that holds a whole round: a span dropped at a full queue costs less than one
-    # exported, and would flatter the traced variants.
-    pipeline = Pipeline(max_queue_size=4 * requests * 7)
+    plain, traced = _stage_functions(io)
+    io_per_request = sum(io.values())
+    ramp_s = max(0.2, io_per_request)  # the workers' staggered start, then one request
+    # A queue that never fills: a span dropped at a full queue costs less than one exported,
+    # and would flatter the traced variants.
+    pipeline = Pipeline(max_queue_size=1_000_000)
     registry = CollectorRegistry()
     tracer = pipeline.provider.get_tracer("bench.raw")
 
@@ -382,10 +462,29 @@ def concurrency(*, requests: int, rounds: int, io_s: float, warm_up: bool = True
                 with tracer.start_as_current_span("stage", attributes=R_ATTRIBUTES):
                     await stage()
 
-    async def batch(make: Callable[[], Awaitable[None]]) -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(make() for _ in range(requests)))
-        return requests / (time.perf_counter() - start)
+    completed = {"total": 0}
+
+    async def closed_loop(make: Callable[[], Awaitable[None]], window: float) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        opens = start + 2 * ramp_s
+        closes = opens + window
+        in_window = 0
+
+        async def worker(offset: float) -> None:
+            nonlocal in_window
+            await asyncio.sleep(offset)
+            while loop.time() < closes:
+                await make()
+                completed["total"] += 1
+                if opens <= loop.time() < closes:
+                    in_window += 1
+
+        # Workers start spread over one request's time, as a server's requests arrive: started
+        # together they would hit each stage boundary together, in waves no real traffic has.
+        spread = random.Random(requests)
+        await asyncio.gather(*(worker(spread.uniform(0, ramp_s)) for _ in range(requests)))
+        return in_window / window
 
     variants = [
         ("without", plain_request),
@@ -393,26 +492,31 @@ def concurrency(*, requests: int, rounds: int, io_s: float, warm_up: bool = True
         ("raw_otel", raw_request),
     ]
     throughput: dict[str, list[float]] = {name: [] for name, _ in variants}
+    traced_done = 0
     chainsight.reset()
     chainsight.configure(tracer_provider=pipeline.provider, registry=registry)
     loop = asyncio.new_event_loop()
     try:
-        for _, make in variants if warm_up else ():  # specs, metric children, free lists
-            loop.run_until_complete(batch(make))
+        for name, make in variants if warm_up else ():  # specs, metric children, free lists
+            completed["total"] = 0
+            loop.run_until_complete(closed_loop(make, 0.2))
+            traced_done += completed["total"] if name != "without" else 0
         for number in range(rounds):
             shift = number % len(variants)
             for name, make in variants[shift:] + variants[:shift]:
-                throughput[name].append(loop.run_until_complete(batch(make)))
+                completed["total"] = 0
+                throughput[name].append(loop.run_until_complete(closed_loop(make, window_s)))
+                traced_done += completed["total"] if name != "without" else 0
                 pipeline.flush()  # don't let one variant's queued spans tax the next
     finally:
         loop.close()
         chainsight.reset()
         pipeline.close()
-    expected_spans = 2 * (rounds + warm_up) * requests * 7
-    if pipeline.exporter.count != expected_spans:
+    if pipeline.exporter.count != traced_done * 7:
         raise BenchmarkError(
-            f"concurrency: exported {pipeline.exporter.count} spans, expected {expected_spans} "
-            "(7 per traced request); the queue dropped spans or the stages were not traced"
+            f"concurrency: exported {pipeline.exporter.count} spans, expected "
+            f"{traced_done * 7} (7 per traced request); the queue dropped spans or the stages "
+            "were not traced"
         )
 
     def ratio(over: str, under: str) -> float:
@@ -422,7 +526,9 @@ def concurrency(*, requests: int, rounds: int, io_s: float, warm_up: bool = True
     return {
         "requests": requests,
         "stages": 6,
-        "io_per_stage_ms": io_s * 1e3,
+        "io_per_stage_ms": {kind: round(seconds * 1e3, 3) for kind, seconds in io.items()},
+        "io_per_request_ms": round(io_per_request * 1e3, 3),
+        "window_s": window_s,
         "rounds": rounds,
         "without_rps": round(statistics.median(throughput["without"]), 1),
         "with_rps": round(statistics.median(throughput["chainsight"]), 1),

@@ -38,6 +38,7 @@ MICRO_CASES = {
     "cs_disabled",
     "cs_sampled_out",
     "cs_model_usage",
+    "cs_otlp_metrics",
 }
 
 
@@ -70,7 +71,8 @@ def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
         assert math.isfinite(row["ratio_to_R"]), name
     assert results["micro"]["R"]["ratio_to_R"] == 1.0
 
-    assert set(results["concurrency"]) == {"io_1ms", "io_20ms", "io_100ms"}
+    assert set(results["concurrency"]) == {"ai_chain", "io_1ms", "io_20ms", "io_100ms"}
+    assert results["concurrency"]["ai_chain"]["io_per_stage_ms"]["model"] > 0
     for row in results["concurrency"].values():
         assert row["with_rps"] > 0
         assert row["without_rps"] > 0
@@ -81,10 +83,15 @@ def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
     assert imports["chainsight"]["rss_mib"] > 0
 
     phases = results["exporter_outage"]["phases"]
-    assert set(phases) == {"off", "dropping", "down", "dropping_2", "slow", "dropping_3"}
+    assert set(phases) == {"off", "dropping", "healthy", "down", "healthy_2", "slow", "healthy_3"}
     assert results["exporter_outage"]["p99_healthy_ms"] > 0
     for name, phase in phases.items():
         assert phase["requests"] > 0, name
+        assert "latencies_ms" not in phase, name  # pooled, not stored per phase
+    # The healthy baseline is a real receiver in another process that decoded every span.
+    for name in ("healthy", "healthy_2", "healthy_3"):
+        assert phases[name]["spans_received"] == phases[name]["spans_produced"] > 0, name
+        assert phases[name]["spans_dropped_or_failed"] == 0, name
     # With the backend unreachable or too slow, lost spans are counted, not silent.
     for name in ("down", "slow"):
         assert phases[name]["spans_dropped_or_failed"] > 0, name

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 import chainsight
 from chainsight._export import (
+    EXPORT_TIMEOUT_S,
     CountingSpanExporter,
     DroppingBatchProcessor,
     parse_exporter,
@@ -136,6 +137,49 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
     ) == float(processor.dropped)
     blocked.gate.set()
     provider.shutdown()
+
+
+def test_a_batch_that_failed_for_the_whole_timeout_starts_the_cool_down_at_once() -> None:
+    # A closed port: the OTLP exporter retries each batch for its whole timeout. Once one
+    # batch has failed that long, the next ones are not tried (nor held back for 5 s each).
+    now = [100.0]
+    calls: list[int] = []
+
+    class Dead(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            calls.append(len(spans))
+            now[0] += EXPORT_TIMEOUT_S  # the exporter's retries used up its timeout
+            return SpanExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            pass
+
+    lost: list[int] = []
+    exporter = CountingSpanExporter(Dead(), lost.append, clock=lambda: now[0])
+    batch: list[ReadableSpan] = [object(), object()]  # type: ignore[list-item]
+    for _ in range(3):
+        assert exporter.export(batch) is SpanExportResult.FAILURE
+    assert calls == [2]  # only the first batch went to the exporter
+    assert sum(lost) == 6  # every span still counted
+
+
+def test_quick_failures_alone_need_three_in_a_row() -> None:
+    # A collector answering 400 fails fast; one bad batch must not stop the next from going.
+    calls: list[int] = []
+
+    class Rejecting(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            calls.append(len(spans))
+            return SpanExportResult.FAILURE if len(calls) == 1 else SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+    exporter = CountingSpanExporter(Rejecting(), lambda n: None, clock=lambda: 100.0)
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.FAILURE
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    assert len(calls) == 2
 
 
 def test_dead_backend_gets_a_cool_down_and_recovers() -> None:
