@@ -428,7 +428,13 @@ def _stage_functions(io: dict[str, float]) -> tuple[list[_StageFn], list[_StageF
 
 
 def concurrency(
-    *, requests: int, rounds: int, io: dict[str, float], window_s: float, warm_up: bool = True
+    *,
+    requests: int,
+    rounds: int,
+    io: dict[str, float],
+    window_s: float,
+    warm_up: bool = True,
+    min_ramp_s: float = 0.2,
 ) -> dict[str, Any]:
     """Steady-state throughput of ``requests`` concurrent asyncio requests of 6 stages.
 
@@ -440,7 +446,7 @@ def concurrency(
     """
     plain, traced = _stage_functions(io)
     io_per_request = sum(io.values())
-    ramp_s = max(0.2, io_per_request)  # the workers' staggered start, then one request
+    ramp_s = max(min_ramp_s, io_per_request)  # the staggered start, then one request
     # A queue that never fills: a span dropped at a full queue costs less than one exported,
     # and would flatter the traced variants.
     pipeline = Pipeline(max_queue_size=1_000_000)
