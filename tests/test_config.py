@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,63 @@ def test_a_refused_configure_leaves_release_limits_and_threads_alone() -> None:
     assert metrics.release_collector.labels["release"] == "v1"
     assert metrics.guard._limits == {"tenant": 50}
     assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHAINSIGHT_SAMPLE_RATIO", "abc"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "maybe"),
+    ],
+)
+def test_a_bad_environment_variable_never_breaks_import(variable: str, value: str) -> None:
+    # `import chainsight` runs inside the app's own import: it must not raise. chainsight stays
+    # off, says why, and configure() raises the error where the app can handle it.
+    script = (
+        "import chainsight\n"
+        "from chainsight import _config\n"
+        "assert _config.CONFIG.enabled is False\n"
+        "try:\n"
+        "    chainsight.configure()\n"
+        "except chainsight.ConfigurationError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHAINSIGHT_"))}
+    env.update({variable: value, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"chainsight is off until configure() succeeds: {variable}=" in done.stderr
+    assert f"refused: {variable}=" in done.stdout
+
+
+def test_batch_settings_follow_the_standard_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chainsight._export import BATCH_SIZE, QUEUE_SIZE, SCHEDULE_DELAY_MS, batch_settings
+
+    assert batch_settings() == (QUEUE_SIZE, SCHEDULE_DELAY_MS, BATCH_SIZE)
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1000")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "500")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", " 512 ")
+    assert batch_settings() == (1000, 500, 512)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    chainsight.configure()
+    processor = _config.CONFIG.processor
+    assert processor is not None
+    assert processor.pending == 0
+    assert processor._limit == 1000  # the counted queue is the one the variable sets
+
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2000")
+    with pytest.raises(chainsight.ConfigurationError, match=r"2000 is larger than the queue"):
+        chainsight.configure(service="other")  # a new provider reads the variables again
+    assert _config.CONFIG.processor is processor  # refused: nothing changed
+    for bad in ("-1", "1.5", "lots"):
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", bad)
+        with pytest.raises(chainsight.ConfigurationError, match=r"OTEL_BSP_SCHEDULE_DELAY="):
+            batch_settings()

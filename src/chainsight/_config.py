@@ -29,6 +29,7 @@ from chainsight._errors import ConfigurationError
 from chainsight._export import (
     DroppingBatchProcessor,
     SwitchableSampler,
+    batch_settings,
     build_tracer_provider,
     default_exporter_spec,
     make_exporter,
@@ -257,12 +258,15 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
     )
     exporter: Any = None
+    batching: tuple[int, int, int] | None = None
     if provider is None and not reuse:
         # Built before any side effect: a bad exporter (e.g. a missing directory) must fail
         # while nothing has changed yet. Building one opens no connection.
         exporter = (
             settings["_test_exporter"] if "_test_exporter" in settings else make_exporter(kind, arg)
         )
+        if exporter is not None:
+            batching = batch_settings()
 
     # --- side effects, from here on nothing is refused -----------------------------------
     if port is not None:
@@ -294,6 +298,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
                 exporter=exporter,
                 on_failure=metrics.span_export_failed,
                 synchronous="_test_exporter" in settings,
+                batching=batching,
             )
         provider = owned
     tracer = cast(TracerProvider, provider).get_tracer(_INSTRUMENTATION_NAME)
@@ -534,6 +539,18 @@ def _current() -> Config | None:
     return globals().get("CONFIG")
 
 
+def _from_environment() -> Config:
+    """The configuration of the environment alone (at import, and after reset())."""
+    try:
+        return _build({}, None)
+    except ConfigurationError as exc:
+        # A bad environment variable must not make `import chainsight` crash the app:
+        # instrument nothing, say why, and let configure() raise the same error where called.
+        logger.warning("chainsight is off until configure() succeeds: %s", exc)
+        safe = {"enabled": False, "sample_ratio": 1.0, "exporter": "none", "capture_content": False}
+        return _build(safe, None)
+
+
 def reset() -> None:
     """Undo every ``configure()``: shut down what chainsight created and restore the defaults.
 
@@ -548,7 +565,7 @@ def reset() -> None:
             old.metrics.stop_server()
             if old.otlp_bridge is not None:
                 old.otlp_bridge.shutdown(2.0)
-        CONFIG = _build({}, None)
+        CONFIG = _from_environment()
         from chainsight.logging import enable_stage_logs  # noqa: PLC0415 - it imports _stage
 
         enable_stage_logs(False)
@@ -659,4 +676,4 @@ if hasattr(os, "register_at_fork"):
 
 # Before any configure(): the environment's defaults (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is
 # set), so an app configured by environment variables alone is traced too.
-CONFIG = _build({}, None)
+CONFIG = _from_environment()

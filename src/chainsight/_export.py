@@ -67,6 +67,40 @@ MAX_COOL_DOWN_S: Final = 30.0
 FailureCallback = Callable[[int], None]
 
 
+def batch_settings() -> tuple[int, int, int]:
+    """Queue size, schedule delay (ms) and batch size: ours, or the standard ``OTEL_BSP_*``.
+
+    Read when ``configure()`` validates, so a bad value is refused there with its name.
+    """
+    values = []
+    for name, default in (
+        (n.ENV_BSP_MAX_QUEUE_SIZE, QUEUE_SIZE),
+        (n.ENV_BSP_SCHEDULE_DELAY, SCHEDULE_DELAY_MS),
+        (n.ENV_BSP_MAX_EXPORT_BATCH_SIZE, BATCH_SIZE),
+    ):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigurationError(
+                f"{name}={raw!r} is not a positive whole number; unset it for chainsight's "
+                f"default ({default})"
+            )
+        values.append(value)
+    queue, delay, batch = values
+    if batch > queue:
+        raise ConfigurationError(
+            f"{n.ENV_BSP_MAX_EXPORT_BATCH_SIZE}={batch} is larger than the queue "
+            f"({n.ENV_BSP_MAX_QUEUE_SIZE}={queue}); make the batch at most the queue size"
+        )
+    return queue, delay, batch
+
+
 def default_exporter_spec() -> str:
     """OTLP when an OTLP endpoint is configured in the environment, else none."""
     if os.environ.get(n.ENV_OTEL_TRACES_ENDPOINT) or os.environ.get(n.ENV_OTEL_ENDPOINT):
@@ -465,8 +499,12 @@ def build_tracer_provider(
     exporter: SpanExporter | None,
     on_failure: FailureCallback,
     synchronous: bool = False,
+    batching: tuple[int, int, int] | None = None,
 ) -> tuple[TracerProvider, DroppingBatchProcessor | None, SwitchableSampler]:
-    """A TracerProvider owned by chainsight: ratio sampling under a parent-based sampler."""
+    """A TracerProvider owned by chainsight: ratio sampling under a parent-based sampler.
+
+    ``batching`` is (queue size, schedule delay in ms, batch size), see :func:`batch_settings`.
+    """
     sampler = SwitchableSampler(sample_ratio, exporting=exporter is not None)
     provider = TracerProvider(
         sampler=sampler,
@@ -479,6 +517,13 @@ def build_tracer_provider(
         if synchronous:
             provider.add_span_processor(SimpleSpanProcessor(counting))
         else:
-            processor = DroppingBatchProcessor(counting, on_failure)
+            queue, delay, batch = batching or (QUEUE_SIZE, SCHEDULE_DELAY_MS, BATCH_SIZE)
+            processor = DroppingBatchProcessor(
+                counting,
+                on_failure,
+                max_queue_size=queue,
+                schedule_delay_millis=delay,
+                max_export_batch_size=batch,
+            )
             provider.add_span_processor(processor)
     return provider, processor, sampler
