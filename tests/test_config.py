@@ -175,16 +175,20 @@ def test_a_refused_configure_leaves_release_limits_and_threads_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("variable", "value", "also"),
     [
-        ("CHAINSIGHT_SAMPLE_RATIO", "abc"),
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
-        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "maybe"),
+        ("CHAINSIGHT_SAMPLE_RATIO", "abc", {}),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", {}),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "maybe", {}),
+        # The SDK's own exception, not ours: it must not escape either.
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}),
     ],
 )
-def test_a_bad_environment_variable_never_breaks_import(variable: str, value: str) -> None:
+def test_a_bad_environment_variable_never_breaks_import(
+    variable: str, value: str, also: dict[str, str]
+) -> None:
     # `import chainsight` runs inside the app's own import: it must not raise. chainsight stays
-    # off, says why, and configure() raises the error where the app can handle it.
+    # off, says why, and configure() raises a ConfigurationError where the app can handle it.
     script = (
         "import chainsight\n"
         "from chainsight import _config\n"
@@ -195,7 +199,7 @@ def test_a_bad_environment_variable_never_breaks_import(variable: str, value: st
         "    print('refused:', exc)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHAINSIGHT_"))}
-    env.update({variable: value, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    env.update({variable: value, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **also})
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
@@ -205,8 +209,10 @@ def test_a_bad_environment_variable_never_breaks_import(variable: str, value: st
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert f"chainsight is off until configure() succeeds: {variable}=" in done.stderr
-    assert f"refused: {variable}=" in done.stdout
+    warning = done.stderr.partition("chainsight is off until configure() succeeds: ")[2]
+    assert variable in warning, done.stderr
+    assert done.stdout.startswith("refused: "), done.stdout
+    assert variable in done.stdout, done.stdout
 
 
 def test_batch_settings_follow_the_standard_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,3 +238,46 @@ def test_batch_settings_follow_the_standard_otel_variables(monkeypatch: pytest.M
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", bad)
         with pytest.raises(chainsight.ConfigurationError, match=r"OTEL_BSP_SCHEDULE_DELAY="):
             batch_settings()
+
+
+def test_a_changed_batch_variable_applies_whatever_else_configure_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    chainsight.configure()
+    first = _config.CONFIG.processor
+    assert first is not None
+    chainsight.configure(release="v2")
+    assert _config.CONFIG.processor is first  # nothing changed: the pipeline is kept
+
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+    chainsight.configure(release="v3")  # an unrelated change still picks the new value up
+    second = _config.CONFIG.processor
+    assert second is not None
+    assert second is not first
+    assert second._limit == 100
+
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0")
+    with pytest.raises(ConfigurationError, match=r"OTEL_BSP_MAX_EXPORT_BATCH_SIZE='0'"):
+        chainsight.configure(sample_ratio=0.5)
+    assert _config.CONFIG.processor is second
+    assert _config.CONFIG.sample_ratio == 1.0
+
+
+def test_bad_otlp_metric_settings_are_refused_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "abc")
+    registry = CollectorRegistry()
+    with pytest.raises(ConfigurationError, match=r"OTEL_METRIC_EXPORT_INTERVAL='abc'"):
+        chainsight.configure(metrics_port=port, release="v9", otlp_metrics=True, registry=registry)
+    # Refused means nothing changed: no /metrics server, no release published.
+    with pytest.raises(OSError, match="Connection refused"):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1)
+    assert registry.get_sample_value("chainsight_release_info", {"release": "v9"}) is None

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 
 import chainsight
 from chainsight._export import (
-    EXPORT_TIMEOUT_S,
     CountingSpanExporter,
     DroppingBatchProcessor,
     parse_exporter,
@@ -139,16 +138,16 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
     provider.shutdown()
 
 
-def test_a_batch_that_failed_for_the_whole_timeout_starts_the_cool_down_at_once() -> None:
-    # A closed port: the OTLP exporter retries each batch for its whole timeout. Once one
-    # batch has failed that long, the next ones are not tried (nor held back for 5 s each).
+def test_a_batch_the_exporter_retried_starts_the_cool_down_at_once() -> None:
+    # A closed port: the OTLP exporter backs off and retries (~3 s) before it gives up. Once
+    # one batch has failed that slowly, the next ones are not tried (nor held back seconds each).
     now = [100.0]
     calls: list[int] = []
 
     class Dead(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             calls.append(len(spans))
-            now[0] += EXPORT_TIMEOUT_S  # the exporter's retries used up its timeout
+            now[0] += 3.0  # the exporter's back-off and retries
             return SpanExportResult.FAILURE
 
         def shutdown(self) -> None:
@@ -163,23 +162,29 @@ def test_a_batch_that_failed_for_the_whole_timeout_starts_the_cool_down_at_once(
     assert sum(lost) == 6  # every span still counted
 
 
-def test_quick_failures_alone_need_three_in_a_row() -> None:
-    # A collector answering 400 fails fast; one bad batch must not stop the next from going.
+def test_quick_failures_need_three_in_a_row_however_far_apart() -> None:
+    # A collector answering 400 fails fast and is not retried: one bad batch must not stop the
+    # next from going, even on a quiet service where batches are seconds apart.
+    now = [100.0]
     calls: list[int] = []
 
     class Rejecting(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             calls.append(len(spans))
-            return SpanExportResult.FAILURE if len(calls) == 1 else SpanExportResult.SUCCESS
+            now[0] += 0.01
+            return SpanExportResult.FAILURE if len(calls) <= 2 else SpanExportResult.SUCCESS
 
         def shutdown(self) -> None:
             pass
 
-    exporter = CountingSpanExporter(Rejecting(), lambda n: None, clock=lambda: 100.0)
+    exporter = CountingSpanExporter(Rejecting(), lambda n: None, clock=lambda: now[0])
     batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
     assert exporter.export(batch) is SpanExportResult.FAILURE
+    now[0] += 10.0  # idle time between batches is not time spent failing
+    assert exporter.export(batch) is SpanExportResult.FAILURE
+    now[0] += 10.0
     assert exporter.export(batch) is SpanExportResult.SUCCESS
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_dead_backend_gets_a_cool_down_and_recovers() -> None:

@@ -93,6 +93,7 @@ class Config:
     owned_provider: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
     sampler: SwitchableSampler | None = None
+    batching: tuple[int, int, int] | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -247,9 +248,14 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         global_provider = trace.get_tracer_provider()
         if isinstance(global_provider, TracerProvider):
             provider = global_provider  # the app set one up: use it, install nothing
+    # Checked on every configure() that exports through chainsight's own pipeline, and a
+    # change rebuilds it: whether a new OTEL_BSP_* value applies must not depend on which
+    # other arguments this call happens to change.
+    batching = batch_settings() if provider is None and kind != "none" else None
     reuse = (
         provider is None
         and previous is not None
+        and previous.batching == batching
         and previous.owned_provider is not None
         and previous.service == service
         and previous.environment == environment
@@ -258,15 +264,23 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         and previous.extras.get("_test_exporter") is settings.get("_test_exporter")
     )
     exporter: Any = None
-    batching: tuple[int, int, int] | None = None
     if provider is None and not reuse:
         # Built before any side effect: a bad exporter (e.g. a missing directory) must fail
         # while nothing has changed yet. Building one opens no connection.
-        exporter = (
-            settings["_test_exporter"] if "_test_exporter" in settings else make_exporter(kind, arg)
-        )
-        if exporter is not None:
-            batching = batch_settings()
+        if "_test_exporter" in settings:
+            exporter = settings["_test_exporter"]
+        else:
+            try:
+                exporter = make_exporter(kind, arg)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # e.g. the SDK refusing OTEL_EXPORTER_OTLP_COMPRESSION
+                raise ConfigurationError(
+                    f"the {kind!r} span exporter could not be built from its settings "
+                    f"(OTEL_EXPORTER_OTLP_* variables): {type(exc).__name__}: {exc}"
+                ) from exc
+
+    bridge_plan = _otlp_bridge_plan(settings, previous, metrics, service, environment)
 
     # --- side effects, from here on nothing is refused -----------------------------------
     if port is not None:
@@ -275,7 +289,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
     metrics.set_release(release_id, release, service=service, environment=environment or "")
     if budgets is not None:
         metrics.budget_collector.source = budgets.states
-    bridge = _otlp_bridge(settings, previous, metrics, service, environment)
+    bridge = _otlp_bridge(bridge_plan, metrics, service, environment)
     owned: TracerProvider | None = None
     processor: DroppingBatchProcessor | None = None
     sampler: SwitchableSampler | None = None
@@ -326,23 +340,28 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         openinference=openinference,
         otlp_bridge=bridge,
         owned_provider=owned,
+        batching=batching if owned is not None else None,
         processor=processor,
         sampler=sampler,
         extras=extras,
     )
 
 
-def _otlp_bridge(
+_NO_BRIDGE: Final = ("none", None)
+
+
+def _otlp_bridge_plan(
     settings: Mapping[str, Any],
     previous: Config | None,
     metrics: Metrics,
     service: str,
     environment: str | None,
-) -> PrometheusOTLPBridge | None:
-    """OTLP metrics, opt-in: produced from the Prometheus registry at export time only."""
+) -> tuple[str, Any]:
+    """Decide on OTLP metrics before any side effect: none, reuse the old bridge, or a new one
+    whose exporter is built (and its settings refused) now."""
     wanted = settings.get("otlp_metrics")
     if wanted is None or wanted is False:
-        return None
+        return _NO_BRIDGE
     old = previous.otlp_bridge if previous is not None else None
     if (
         old is not None
@@ -351,10 +370,25 @@ def _otlp_bridge(
         and previous.service == service
         and previous.environment == environment
     ):
-        return old
+        return ("reuse", old)
+    from chainsight._otlp_metrics import exporter_from_environment  # noqa: PLC0415
+
+    return ("new", exporter_from_environment())
+
+
+def _otlp_bridge(
+    plan: tuple[str, Any], metrics: Metrics, service: str, environment: str | None
+) -> PrometheusOTLPBridge | None:
+    """OTLP metrics, opt-in: produced from the Prometheus registry at export time only."""
+    what, value = plan
+    if what == "none":
+        return None
+    if what == "reuse":
+        return cast("PrometheusOTLPBridge", value)
     from chainsight._metrics import exposition_registry  # noqa: PLC0415
     from chainsight._otlp_metrics import PrometheusOTLPBridge  # noqa: PLC0415
 
+    interval, exporter = value
     attributes: dict[str, str] = {n.SERVICE_NAME: service}
     if environment:
         attributes[n.DEPLOYMENT_ENVIRONMENT_NAME] = environment
@@ -362,6 +396,8 @@ def _otlp_bridge(
         exposition_registry(metrics),
         resource=Resource.create(attributes),
         on_failure=lambda lost: metrics.child(metrics.export_failures, "metrics").inc(lost),
+        interval=interval,
+        exporter=exporter,
     )
 
 
@@ -543,7 +579,7 @@ def _from_environment() -> Config:
     """The configuration of the environment alone (at import, and after reset())."""
     try:
         return _build({}, None)
-    except ConfigurationError as exc:
+    except Exception as exc:  # not only ConfigurationError: whatever the SDK raises on a bad value
         # A bad environment variable must not make `import chainsight` crash the app:
         # instrument nothing, say why, and let configure() raise the same error where called.
         logger.warning("chainsight is off until configure() succeeds: %s", exc)

@@ -57,10 +57,11 @@ SCHEDULE_DELAY_MS: Final = 2000
 EXPORT_TIMEOUT_S: Final = 5.0
 JSONL_SCHEMA: Final = "chainsight.span/1"
 COOL_DOWN_AFTER: Final = 3
-# ...or after failing for this long: a batch that failed after the exporter's own retries for
-# its whole timeout has already shown the backend is down; two more such batches would hold
-# spans (and shutdown) back for 10 s more.
-COOL_DOWN_AFTER_S: Final = EXPORT_TIMEOUT_S
+# ...or after one batch that took this long to fail: the OTLP exporter only spends that long
+# when it retried (a closed port fails after ~3 s of back-off) or timed out, so the backend has
+# already shown it is down, and more such batches would hold spans (and shutdown) back for
+# seconds each. A quick rejection (an HTTP 400) is not retried and stays under it.
+COOL_DOWN_AFTER_S: Final = 1.0
 COOL_DOWN_S: Final = 1.0
 MAX_COOL_DOWN_S: Final = 30.0
 
@@ -273,7 +274,6 @@ class CountingSpanExporter(SpanExporter):
         self.failed = 0
         self.on_batch_done: Callable[[int], None] | None = None
         self._consecutive_failures = 0
-        self._failing_since = 0.0
         self._cool_until = 0.0
         self._lock = threading.Lock()
         self._abandoned = False
@@ -283,10 +283,11 @@ class CountingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the inner exporter; a failure or exception counts every span.
 
-        After ``COOL_DOWN_AFTER`` failed batches in a row, or failures in a row lasting
-        ``COOL_DOWN_AFTER_S``, the backend is left alone for a cool-down (doubling up to
-        ``MAX_COOL_DOWN_S``): batches in that time are counted as lost at once instead of being
-        encoded and retried against a dead backend, which would take CPU from the application.
+        After ``COOL_DOWN_AFTER`` failed batches in a row, or one batch that took
+        ``COOL_DOWN_AFTER_S`` or more to fail, the backend is left alone for a cool-down
+        (doubling up to ``MAX_COOL_DOWN_S``): batches in that time are counted as lost at once
+        instead of being encoded and retried against a dead backend, which would take CPU from
+        the application.
         Once abandoned (see :meth:`abandon`), nothing is sent.
         """
         count = len(spans)
@@ -328,11 +329,9 @@ class CountingSpanExporter(SpanExporter):
             self._consecutive_failures = 0
             self._cool_until = 0.0
         else:
-            if self._consecutive_failures == 0:
-                self._failing_since = started
             self._consecutive_failures += 1
-            failing_for = self._clock() - self._failing_since
-            if self._consecutive_failures >= COOL_DOWN_AFTER or failing_for >= COOL_DOWN_AFTER_S:
+            took = self._clock() - started
+            if self._consecutive_failures >= COOL_DOWN_AFTER or took >= COOL_DOWN_AFTER_S:
                 steps = max(0, self._consecutive_failures - COOL_DOWN_AFTER)
                 pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
                 self._cool_until = self._clock() + pause

@@ -73,6 +73,7 @@ __all__ = [
     "PrometheusOTLPBridge",
     "convert_families",
     "count_points",
+    "exporter_from_environment",
     "per_bucket_counts",
 ]
 
@@ -397,6 +398,27 @@ def _otlp_exporter(protocol: str, timeout: float) -> MetricExporter:
     )
 
     return HttpExporter(timeout=timeout)
+
+
+def exporter_from_environment(
+    export_timeout: float = DEFAULT_EXPORT_TIMEOUT_S,
+) -> tuple[float, MetricExporter]:
+    """The interval and OTLP exporter the environment asks for, built without starting anything.
+
+    For ``configure()`` to refuse bad ``OTEL_METRIC_EXPORT_INTERVAL`` / ``OTEL_EXPORTER_OTLP_*``
+    values before it changes anything; whatever the SDK raises becomes a ConfigurationError.
+    """
+    interval = _interval(None)
+    try:
+        exporter = _otlp_exporter(_protocol(None), export_timeout)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"the OTLP metric exporter could not be built from its settings "
+            f"(OTEL_EXPORTER_OTLP_* variables): {type(exc).__name__}: {exc}"
+        ) from exc
+    return interval, exporter
 
 
 # --- the bridge -------------------------------------------------------------------------------
