@@ -7,11 +7,13 @@ what it receives does not compete with the measured requests for this interprete
 
 It prints its port on the first line of stdout, decodes each request with the official
 protobuf (``opentelemetry-proto``), answers 200, and on SIGTERM prints the number of spans
-it decoded on the last line.
+it decoded on the last line. It also stops when its stdin closes, so a benchmark process
+that is killed leaves no receiver behind.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -62,11 +64,21 @@ def main() -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=sink.shutdown, daemon=True).start()
 
+    def orphaned() -> None:
+        # The benchmark holds our stdin open; when it ends (even killed), stop serving.
+        sys.stdin.read()
+        sink.shutdown()
+
     signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=orphaned, name="sink-parent-watch", daemon=True).start()
     print(sink.server_port, flush=True)
     sink.serve_forever()
     with sink.lock:
-        print(sink.spans, flush=True)
+        spans = sink.spans
+    try:
+        print(spans, flush=True)
+    except BrokenPipeError:  # orphaned: nobody reads the count; exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
