@@ -217,3 +217,43 @@ def test_dead_backend_gets_a_cool_down_and_recovers() -> None:
     assert exporter.export(batch) is SpanExportResult.SUCCESS
     assert len(calls) == 4
     assert exporter.exported == 1
+
+
+def test_spans_ending_in_a_cool_down_are_counted_without_being_queued() -> None:
+    # They would only be counted lost later; queueing them would fill the queue and keep the
+    # export thread busy working through it while request threads wait for the GIL.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    now = [100.0]
+
+    class Dead(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            now[0] += 3.0  # retried, then failed: the cool-down starts
+            return SpanExportResult.FAILURE
+
+        def shutdown(self) -> None:
+            pass
+
+    lost: list[int] = []
+    counting = CountingSpanExporter(Dead(), lost.append, clock=lambda: now[0])
+    processor = DroppingBatchProcessor(counting, lost.append, max_export_batch_size=1)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("first"):
+        pass
+    assert processor.force_flush(5000)
+    assert counting.cooling()
+    for _ in range(10):
+        with tracer.start_as_current_span("during"):
+            pass
+    assert processor.pending == 0  # nothing queued
+    assert processor.dropped == 10
+    assert sum(lost) == 11  # the failed one and the ten dropped: each counted once
+    now[0] += 1.5  # the cool-down is over: spans queue again
+    assert not counting.cooling()
+    with tracer.start_as_current_span("after"):
+        pass
+    assert processor.pending in (0, 1)
+    assert processor.dropped == 10
+    provider.shutdown()

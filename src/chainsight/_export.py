@@ -64,6 +64,9 @@ COOL_DOWN_AFTER: Final = 3
 COOL_DOWN_AFTER_S: Final = 1.0
 COOL_DOWN_S: Final = 1.0
 MAX_COOL_DOWN_S: Final = 30.0
+# Between batches counted lost in a cool-down: lets request threads take the GIL while the
+# export thread works through a full queue, instead of waiting out a tight loop.
+COOLED_BATCH_PAUSE_S: Final = 0.001
 
 FailureCallback = Callable[[int], None]
 
@@ -320,6 +323,7 @@ class CountingSpanExporter(SpanExporter):
     def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         started = self._clock()
         if self._cool_until and started < self._cool_until:
+            time.sleep(COOLED_BATCH_PAUSE_S)
             return SpanExportResult.FAILURE
         try:
             result = self.inner.export(spans)
@@ -336,6 +340,11 @@ class CountingSpanExporter(SpanExporter):
                 pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
                 self._cool_until = self._clock() + pause
         return result
+
+    def cooling(self) -> bool:
+        """True during a cool-down: a span queued now would only be counted lost later."""
+        until = self._cool_until
+        return bool(until) and self._clock() < until
 
     def abandon(self, pending: Callable[[], int]) -> int:
         """Give up: send nothing more; return how many waiting spans are now lost.
@@ -429,9 +438,11 @@ class DroppingBatchProcessor(SpanProcessor):
         if not span.context or not span.context.trace_flags.sampled:
             return
         # After shutdown the SDK would drop the span silently; a stage that outlived its
-        # provider (a configure() mid-request) is counted instead.
+        # provider (a configure() mid-request) is counted instead. In a cool-down the span is
+        # counted lost here, so the queue stays short and the export thread has nothing to churn.
+        cooling = self._exporter.cooling()
         with self._count_lock:
-            drop = self._closed or self._queued - self._done >= self._limit
+            drop = self._closed or cooling or self._queued - self._done >= self._limit
             if drop:
                 self.dropped += 1
             else:
