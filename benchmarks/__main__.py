@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=4,
             rate_per_thread=50.0,
             shutdown_timeout_s=0.5 if smoke else 2.0,
-            cycles=1 if smoke else 2,
+            cycles=1 if smoke else 3,
         )
     except BenchmarkError as exc:
         print(f"benchmark check failed: {exc}", file=sys.stderr)

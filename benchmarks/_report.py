@@ -90,17 +90,20 @@ def judge(
     # so is the stricter baseline: an outage must cost nothing over either.
     baselines = {"healthy OTLP": outage["p99_healthy_ms"], "in-memory": outage["p99_dropping_ms"]}
 
-    def outage_verdict(kind: str) -> dict[str, Any]:
-        p99 = outage[f"p99_{kind}_ms"]
-        parts, met = [], True
-        for name, base in baselines.items():
-            allowance = max(0.05 * base, 0.1)
-            met = met and p99 - base <= allowance
-            parts.append(f"{p99 - base:+.2f} ms vs {name} (allowance {allowance:.2f} ms)")
+    def outage_verdict(kind: str, baseline: str) -> dict[str, Any]:
+        p99, base = outage[f"p99_{kind}_ms"], baselines[baseline]
+        allowance = max(0.05 * base, 0.1)
+        what = (
+            "unchanged within noise (<= 5 % or 100 us) vs a healthy collector"
+            if baseline == "healthy OTLP"
+            # Not in the issue: the same allowance against a pipeline that encodes nothing.
+            else "also within 5 % / 100 us of the in-memory pipeline (ours, stricter)"
+        )
         return {
-            "target": f"exporter {kind}: request p99 unchanged within noise (<= 5 % or 100 us)",
-            "measured": f"p99 {p99:.2f} ms: " + ", ".join(parts),
-            "met": met,
+            "target": f"exporter {kind}: request p99 {what}",
+            "measured": f"p99 {p99:.2f} ms vs {base:.2f} ms: {p99 - base:+.2f} ms "
+            f"(allowance {allowance:.2f} ms)",
+            "met": p99 - base <= allowance,
         }
 
     in_request = micro["cs_sync_parent"].median_ratio / micro["R_parent"].median_ratio
@@ -141,8 +144,10 @@ def judge(
             "measured": f"{otlp_extra:+.2f} R over the same stage with OTLP metrics off",
             "met": otlp_extra <= 0.15,
         },
-        outage_verdict("down"),
-        outage_verdict("slow"),
+        outage_verdict("down", "healthy OTLP"),
+        outage_verdict("slow", "healthy OTLP"),
+        outage_verdict("down", "in-memory"),
+        outage_verdict("slow", "in-memory"),
         {
             "target": f"{chain['requests']} concurrent requests x 6 stages (AI chain, "
             f"{chain['io_per_request_ms']:g} ms of I/O per request): throughput >= 85 % of without",
