@@ -1,6 +1,6 @@
 """``python -m benchmarks [--smoke] [--output PATH] [--rounds N] [--profile]``.
 
-Full mode (``make bench``, about seven minutes) measures everything and writes
+Full mode (``make bench``, about six minutes) measures everything and writes
 ``benchmarks/results.json``. Smoke mode (``make bench-smoke``, a few seconds) runs every
 benchmark once, checks that each measures what it claims, and writes
 ``benchmarks/results-smoke.json``; it judges no timing.
