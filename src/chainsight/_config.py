@@ -340,7 +340,7 @@ def _build(settings: Mapping[str, Any], previous: Config | None) -> Config:
         openinference=openinference,
         otlp_bridge=bridge,
         owned_provider=owned,
-        batching=batching if owned is not None else None,
+        batching=batching,
         processor=processor,
         sampler=sampler,
         extras=extras,

@@ -290,8 +290,7 @@ class CountingSpanExporter(SpanExporter):
         ``COOL_DOWN_AFTER_S`` or more to fail, the backend is left alone for a cool-down
         (doubling up to ``MAX_COOL_DOWN_S``): batches in that time are counted as lost at once
         instead of being encoded and retried against a dead backend, which would take CPU from
-        the application.
-        Once abandoned (see :meth:`abandon`), nothing is sent.
+        the application. Once abandoned (see :meth:`abandon`), nothing is sent.
         """
         count = len(spans)
         with self._lock:
