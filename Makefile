@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src grafana/generate.py
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests --ignore=tests/integration
+	$(BIN)/pytest -q -m "not integration and not slow" tests
 
 test: $(STAMP) servers lint typecheck
 	$(BIN)/pytest -q tests

@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import chainsight
 from benchmarks._harness import BenchmarkError, Case
-from chainsight import _config
 from chainsight import _names as n
+from chainsight.config import configure as _config
 
 __all__ = ["REFERENCE", "DroppingExporter", "MicroSuite", "Pipeline", "stage_observations"]
 

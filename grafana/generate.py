@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from chainsight import _names as n
-from chainsight._errors import ConfigurationError
+from chainsight.errors import ConfigurationError
 
 JSON = dict[str, Any]
 

@@ -5,11 +5,16 @@ Start with :func:`configure`, mark stages with :func:`traced_stage` or :func:`st
 each unit of work in :func:`request`. See ``docs/api.md``.
 """
 
-from chainsight._budget import Budget, RedisBudgetStore
-from chainsight._config import configure, reset, shutdown
-from chainsight._errors import BudgetExceeded, ChainsightError, ConfigurationError
-from chainsight._metrics import metrics_app
-from chainsight._stage import (
+from chainsight.config.configure import configure, reset, shutdown
+from chainsight.cost.budget import Budget, RedisBudgetStore
+from chainsight.errors import (
+    BudgetExceeded,
+    BudgetStoreUnavailable,
+    ChainsightError,
+    ConfigurationError,
+)
+from chainsight.export.metrics import metrics_app
+from chainsight.stages.wrappers import (
     Stage,
     current_stage,
     register_stage_kind,
@@ -21,6 +26,7 @@ from chainsight._stage import (
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "BudgetStoreUnavailable",
     "ChainsightError",
     "ConfigurationError",
     "RedisBudgetStore",

@@ -2,6 +2,6 @@
 
 import sys
 
-from chainsight.cli import main
+from chainsight.tools.cli import main
 
 sys.exit(main())

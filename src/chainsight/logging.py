@@ -21,8 +21,8 @@ from collections.abc import MutableMapping
 from typing import Any, Final
 
 from chainsight import _names as n
-from chainsight import _stage
-from chainsight._errors import ConfigurationError
+from chainsight.errors import ConfigurationError
+from chainsight.stages import wrappers as _stage
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -207,7 +207,7 @@ def _logfmt_value(value: str) -> str:
 
 
 def _log_stage(stage: _stage.Stage, outcome: str, duration: float) -> None:
-    """The stage log line: called by chainsight._stage at the end of every stage."""
+    """The stage log line: called by chainsight.stages.wrappers at the end of every stage."""
     level = logging.INFO if outcome in _INFO_OUTCOMES else logging.WARNING
     if not _stage_logger.isEnabledFor(level):
         return

@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from chainsight import _config
 from chainsight import _names as n
+from chainsight.config import configure as _config
 
 __all__ = ["Capture", "CapturedStage", "capture"]
 

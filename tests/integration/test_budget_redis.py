@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chainsight._budget import (
+from chainsight.cost.budget import (
     ADMISSION_STORE_UNAVAILABLE,
     Budget,
     BudgetSet,

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 import chainsight
-from chainsight import _config
+from chainsight.config import configure as _config
 from chainsight.testing import capture
+from tests.export.test_metrics import HTTPStatusError, SchemaError, one_request, search, stream
 from tests.integration._servers import PrometheusServer
-from tests.test_dashboards import _load_generator
-from tests.test_metrics import HTTPStatusError, SchemaError, one_request, search, stream
+from tests.tools.test_dashboards import _load_generator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import chainsight
-from chainsight import _config
+from chainsight.config import configure as _config
 from tests.integration._servers import OTLPReceiver
 
 pytestmark = [

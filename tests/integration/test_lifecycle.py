@@ -24,9 +24,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import chainsight
-from chainsight import _config
 from chainsight import _names as n
-from chainsight._export import BATCH_SIZE
+from chainsight.config import configure as _config
+from chainsight.export.traces import BATCH_SIZE
 from tests.integration._servers import OTLPReceiver, free_port
 
 pytestmark = pytest.mark.integration
@@ -282,7 +282,7 @@ _SWITCH_CHILD = textwrap.dedent(
                               "gen_ai_client_operation_duration"))
     ]
     print(json.dumps({"result": result, "calls": calls, "finished": finished,
-                      "samples": samples, "enabled": chainsight._config.CONFIG.enabled}))
+                      "samples": samples, "enabled": chainsight.config.configure.CONFIG.enabled}))
     """
 )
 

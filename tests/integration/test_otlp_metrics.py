@@ -17,10 +17,10 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
 import chainsight
-from chainsight import _config
 from chainsight import _names as n
-from chainsight._metrics import Metrics, exposition_registry
-from chainsight._otlp_metrics import PrometheusOTLPBridge
+from chainsight.config import configure as _config
+from chainsight.export.metrics import Metrics, exposition_registry
+from chainsight.export.otlp_metrics import PrometheusOTLPBridge
 from tests.integration._servers import OTLPGrpcReceiver, OTLPReceiver
 
 pytestmark = pytest.mark.integration

@@ -24,11 +24,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 
 import chainsight
-from chainsight import _config
-from chainsight._errors import ConfigurationError
+from chainsight.config import configure as _config
+from chainsight.errors import ConfigurationError
 from chainsight.testing import Capture, capture
+from tests.export.test_metrics import RELEASE, one_request, run_mix
 from tests.integration._servers import PrometheusServer, free_port, promtool
-from tests.test_metrics import RELEASE, one_request, run_mix
 
 PrometheusFactory = Callable[..., PrometheusServer]
 

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import chainsight
-from chainsight import _config
 from chainsight import _names as n
+from chainsight.config import configure as _config
 
 if TYPE_CHECKING:
     from tests.integration._servers import OTLPReceiver, RedisServer

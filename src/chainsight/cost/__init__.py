@@ -1,0 +1,1 @@
+"""Cost: the price table and budgets (in-process and Redis)."""

@@ -1,0 +1,1 @@
+"""Export: span processors and exporters, Prometheus metric families, OTLP metrics."""

@@ -1,0 +1,100 @@
+"""Content on spans: the one policy (off / redacted) applied to every place text can leak.
+
+Prompt and completion text are captured only when the user opts in, and then redacted and
+truncated first. Exception messages recorded on spans are always redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry.util.types import AttributeValue
+
+from chainsight import _names as n
+from chainsight.errors import ConfigurationError
+from chainsight.stages.redact import redact_value
+
+if TYPE_CHECKING:
+    from chainsight.config.configure import Config
+    from chainsight.stages.wrappers import Stage
+
+SPAN: Final = "span"
+EVENT: Final = "event"
+SPAN_AND_EVENT: Final = "span_and_event"
+_ENV_MODES: Final = {
+    "span_only": SPAN,
+    "event_only": EVENT,
+    "span_and_event": SPAN_AND_EVENT,
+    "true": SPAN,
+    "1": SPAN,
+    "false": None,
+    "0": None,
+    "no_content": None,
+    "": None,
+}
+_EVENT_NAME: Final = "gen_ai.client.inference.operation.details"
+
+
+def capture_mode(setting: object) -> str | None:
+    """Resolve ``capture_content`` (argument, else the OTel environment variable) to a mode."""
+    if setting is None:
+        raw = os.environ.get(n.ENV_CAPTURE_CONTENT, "").strip().lower()
+        if raw not in _ENV_MODES:
+            raise ConfigurationError(
+                f"{n.ENV_CAPTURE_CONTENT}={raw!r} is not understood; use SPAN_ONLY, EVENT_ONLY, "
+                "SPAN_AND_EVENT, NO_CONTENT, true or false"
+            )
+        return _ENV_MODES[raw]
+    if setting is True:
+        return SPAN
+    if setting is False:
+        return None
+    if isinstance(setting, str) and setting.lower() in _ENV_MODES:
+        return _ENV_MODES[setting.lower()]
+    raise ConfigurationError(
+        f"capture_content={setting!r}: use True, False, 'span_only', 'event_only' or "
+        "'span_and_event'"
+    )
+
+
+__all__ = ["capture_mode", "record_content", "redact_message"]
+
+_DROPPED = "[content dropped: redaction failed]"
+
+
+def redact_message(cfg: Config, message: str) -> str:
+    """An exception message made safe to record: redacted, capped; a marker if that failed."""
+    result = cfg.redactor(message)
+    return _DROPPED if result is None else result
+
+
+_CONTENT_KEYS: Final = {
+    "input_messages": n.GEN_AI_INPUT_MESSAGES,
+    "output_messages": n.GEN_AI_OUTPUT_MESSAGES,
+    "system_instructions": n.GEN_AI_SYSTEM_INSTRUCTIONS,
+    "query": n.GEN_AI_RETRIEVAL_QUERY_TEXT,
+    "documents": n.GEN_AI_RETRIEVAL_DOCUMENTS,
+}
+
+
+def record_content(stage: Stage, content: dict[str, object]) -> None:
+    """Capture opt-in content on the stage: redacted and truncated first, dropped if that fails."""
+    cfg = stage.cfg
+    mode = cfg.capture
+    if mode is None or not stage.recording:
+        return
+    attrs: dict[str, AttributeValue] = {}
+    for key, value in content.items():
+        if value is None:
+            continue
+        safe = redact_value(value, cfg.redactor)
+        if safe is None:
+            continue  # fail closed: counted by the redactor's failure hook
+        attrs[_CONTENT_KEYS[key]] = safe
+    if not attrs:
+        return
+    if mode in (SPAN, SPAN_AND_EVENT):
+        stage.span.set_attributes(attrs)
+    if mode in (EVENT, SPAN_AND_EVENT):
+        stage.span.add_event(_EVENT_NAME, attrs)

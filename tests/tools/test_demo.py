@@ -1,0 +1,227 @@
+"""The demo: its simulated parts behave like the real things, its options are checked, and a
+compressed run (a faster clock) produces spans from which triage names the injected fault.
+
+The full matrix of faults, with a real Prometheus, is in
+``tests/integration/test_demo_triage.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from chainsight.errors import ConfigurationError
+from chainsight.tools import demo
+from chainsight.tools import demo_app as app
+from chainsight.tools.cli import main
+
+# --- the simulated application ------------------------------------------------------------------
+
+
+def test_bm25_ranks_the_matching_article_first() -> None:
+    index = app.BM25Index(app.KNOWLEDGE_BASE)
+    hits = index.search("how do I get a refund for an annual plan", 3)
+    assert hits[0][0].title == "Refund policy"
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert index.search("zzz qqq", 3) == []
+
+
+def test_vector_search_finds_the_article_and_fails_like_a_down_store() -> None:
+    faults = app.FaultPlan({"vector-store-down": 1.0})
+    store = app.VectorStore(app.KNOWLEDGE_BASE, faults, app.Clock(100.0))
+    hits = asyncio.run(store.search(app.embed("reset my password"), 3))
+    assert hits[0][0].title == "Reset your password"
+    faults.active = True
+    with pytest.raises(ConnectionError, match="connection refused"):
+        asyncio.run(store.search(app.embed("reset my password"), 3))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"answer": "Yes.", "citations": ["kb-01"]', "not JSON"),
+        ('{"reply": "Yes."}', "missing field 'answer'"),
+        ("Sure! Yes.", "not JSON"),
+        ('{"answer": "Yes.", "citations": ["kb-99"]}', "kb-99"),
+        ('["Yes."]', "expected a JSON object"),
+    ],
+)
+def test_parse_answer_rejects_bad_output_with_the_reason(text: str, reason: str) -> None:
+    with pytest.raises(app.InvalidAnswer, match=reason):
+        app.parse_answer(text, ["kb-01"])
+
+
+def test_parse_answer_accepts_a_good_answer() -> None:
+    assert app.parse_answer('{"answer": "Yes.", "citations": ["kb-01"]}', ["kb-01"]) == (
+        "Yes.",
+        ("kb-01",),
+    )
+
+
+def test_provider_errors_carry_the_status_a_classifier_reads() -> None:
+    async def first(faults: app.FaultPlan, temperature: float = 0.2) -> None:
+        client = app.SimAIClient(faults, app.Clock(100.0))
+        stream = client.stream_chat(
+            [{"role": "user", "content": "hi"}], model=app.MODEL, temperature=temperature
+        )
+        async for _ in stream:
+            break
+
+    limited = app.FaultPlan({"provider-ratelimit": 1.0}, active=True)
+    with pytest.raises(app.RateLimitError) as info:
+        asyncio.run(first(limited))
+    assert info.value.status_code == 429
+    with pytest.raises(app.BadRequestError) as bad:
+        asyncio.run(first(app.FaultPlan(), temperature=2.5))
+    assert bad.value.status_code == 400
+    with pytest.raises(TimeoutError):
+        asyncio.run(first(app.FaultPlan({"provider-timeout": 1.0}, active=True)))
+
+
+def test_tickets_sometimes_lack_the_plan_the_buggy_template_needs() -> None:
+    rng = random.Random(7)
+    tickets = [app.make_ticket(rng, i) for i in range(300)]
+    without = sum("plan" not in t.customer for t in tickets)
+    assert 50 < without < 150
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+def test_parse_faults_accepts_one_rate_or_one_per_fault() -> None:
+    assert demo.parse_faults("none", "0.5") == {}
+    assert demo.parse_faults("provider-slow", "0.3") == {"provider-slow": 0.3}
+    assert demo.parse_faults("app-bug, provider-timeout", "0.2,0.6") == {
+        "app-bug": 0.2,
+        "provider-timeout": 0.6,
+    }
+
+
+@pytest.mark.parametrize(
+    ("faults", "rates", "message"),
+    [
+        ("provider-down", "0.5", "'provider-down' is not a fault"),
+        ("app-bug", "half", "not a number"),
+        ("app-bug", "1.5", "not a fraction"),
+        ("app-bug,provider-slow", "0.1,0.2,0.3", "3 rates for 2 faults"),
+    ],
+)
+def test_parse_faults_rejects_bad_values(faults: str, rates: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        demo.parse_faults(faults, rates)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--fault", "nope"], "'nope' is not a fault"),
+        (["--duration", "0"], "--duration must be a positive number"),
+        (["--fault-start", "50"], "--fault-start 50.0 must be within the run"),
+        (["--time-scale", "-1"], "--time-scale must be positive"),
+        (["--metrics-port", "70000"], "is not a TCP port"),
+    ],
+)
+def test_demo_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_default_scenario_is_healthy_then_a_provider_fault_within_a_minute() -> None:
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    args = parser.parse_args([])
+    scenario = demo._scenario(args)
+    assert scenario.faults == {"provider-timeout": 0.5}
+    assert 0 < scenario.fault_start < scenario.duration
+    # Traffic, plus the longest in-flight call (the client timeout) to drain, under 60 s.
+    assert scenario.duration / scenario.time_scale + 2.5 < 60
+    assert scenario.metrics_port == demo.DEFAULT_METRICS_PORT
+    assert scenario.spans == "demo-spans.jsonl"
+
+
+# --- compressed runs --------------------------------------------------------------------------
+
+
+def _run(tmp_path: Path, faults: dict[str, float], **kwargs: object) -> demo.triage.Report:
+    scenario = demo.Scenario(
+        duration=20,
+        rps=20,
+        faults=faults,
+        fault_start=10,
+        time_scale=4,
+        spans=str(tmp_path / "spans.jsonl"),
+        metrics_port=None,
+        seed=11,
+    )
+    for key, value in kwargs.items():
+        setattr(scenario, key, value)
+    progress = io.StringIO()
+    report, seen = demo.run_scenario(scenario, out=progress)
+    assert "injecting fault" in progress.getvalue() or not faults
+    assert seen.started > 300  # 20 s at 20 rps, in 5 s of wall-clock time
+    assert sum(seen.outcomes.values()) == seen.started
+    return report
+
+
+def test_compressed_provider_timeout_run_is_triaged_as_provider(tmp_path: Path) -> None:
+    report = _run(tmp_path, {"provider-timeout": 0.5})
+    top = report.faults[0]
+    assert (top.domain, top.component) == ("provider", "simai/sim-gpt-4o")
+    assert "timeout" in top.evidence
+    spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    names = {s["attributes"].get("chainsight.stage.name") for s in spans}
+    assert names >= {"answer_ticket", "search_kb", "rerank", "build_prompt", "generate_answer",
+                     "validate_answer"}  # fmt: skip
+    model_spans = [s for s in spans if s["attributes"].get("chainsight.stage.kind") == "model"]
+    ok = [s for s in model_spans if s["attributes"]["chainsight.outcome"] == "ok"]
+    assert ok
+    assert all(s["attributes"]["gen_ai.usage.output_tokens"] > 0 for s in ok)
+    assert all("chainsight.time_to_first_chunk_seconds" in s["attributes"] for s in ok)
+    assert all(s["attributes"].get("chainsight.cost.usd", 0) > 0 for s in ok)
+
+
+def test_compressed_healthy_run_is_healthy(tmp_path: Path) -> None:
+    report = _run(tmp_path, {})
+    assert report.healthy, report.verdict_line()
+
+
+def test_compressed_vector_store_outage_falls_back_to_bm25(tmp_path: Path) -> None:
+    report = _run(tmp_path, {"vector-store-down": 0.5})
+    top = report.faults[0]
+    assert (top.domain, top.component) == ("vector_store", "memvec/kb")
+    assert report.domains["vector_store"].fallback_rate > 0.3
+    spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    roots = [s for s in spans if s["attributes"].get("chainsight.stage.kind") == "request"]
+    outcomes = [r["attributes"]["chainsight.outcome"] for r in roots[-100:]]
+    assert outcomes.count("degraded") > 30
+    # The BM25 fallback keeps requests answering: only the provider's rare 503s fail.
+    assert outcomes.count("error") <= 3
+
+
+def test_busy_metrics_port_is_reported_and_the_demo_continues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # Real time, not sped up: at 4x the healthy provider's p95 is ~0.14 s, so one busy
+        # moment on a loaded CI machine could double it past triage's thresholds.
+        code = main(
+            ["demo", "--duration", "3", "--fault", "none", "--time-scale", "1",
+             "--metrics-port", str(port), "--spans", str(tmp_path / "s.jsonl"), "--seed", "1"]
+        )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"port {port} is busy: continuing without /metrics" in captured.err
+    assert "verdict: healthy" in captured.out
+    assert "re-run the triage: chainsight triage --spans" in captured.out
