@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 import chainsight
 from benchmarks._harness import BenchmarkError, Case
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 
 __all__ = ["REFERENCE", "DroppingExporter", "MicroSuite", "Pipeline", "stage_observations"]
 
@@ -207,7 +207,7 @@ class MicroSuite:
                         os.environ[OTEL_METRIC_EXPORT_INTERVAL] = saved
                 self._active = profile
             wants_bridge = bool(self._profiles[profile].get("otlp_metrics"))
-            if (_config.CONFIG.otlp_bridge is not None) != wants_bridge:
+            if (_config.current().otlp_bridge is not None) != wants_bridge:
                 raise BenchmarkError(
                     f"profile {profile!r}: OTLP metrics bridge is "
                     f"{'missing' if wants_bridge else 'running'}; the case measures the wrong setup"

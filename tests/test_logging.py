@@ -24,10 +24,10 @@ from chainsight.logging import (
     CONTEXT_FIELDS,
     STAGE_LOGGER_NAME,
     TraceContextFilter,
-    _logfmt_value,
     add_trace_context,
     enable_stage_logs,
 )
+from chainsight.stages.log import logfmt_value as _logfmt_value
 from chainsight.testing import Capture, CapturedStage
 
 

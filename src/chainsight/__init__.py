@@ -5,7 +5,7 @@ Start with :func:`configure`, mark stages with :func:`traced_stage` or :func:`st
 each unit of work in :func:`request`. See ``docs/api.md``.
 """
 
-from chainsight.config.configure import configure, reset, shutdown
+from chainsight.config.configure import configure, metrics_app, reset, shutdown
 from chainsight.cost.budget import Budget, RedisBudgetStore
 from chainsight.errors import (
     BudgetExceeded,
@@ -13,7 +13,6 @@ from chainsight.errors import (
     ChainsightError,
     ConfigurationError,
 )
-from chainsight.export.metrics import metrics_app
 from chainsight.stages.wrappers import (
     Stage,
     current_stage,

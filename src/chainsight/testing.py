@@ -177,7 +177,7 @@ def capture(**settings: Any) -> Capture:
     exporter = _InMemoryExporter()
     registry = CollectorRegistry()
     settings.setdefault("service", "test")
-    _config.configure(registry=registry, _test_exporter=exporter, **settings)
+    _config.configure(registry=registry, exporter=exporter, **settings)
     return Capture(exporter, registry)
 
 

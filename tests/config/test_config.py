@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 import chainsight
 from chainsight import ConfigurationError
-from chainsight.config import configure as _config
+from chainsight.config import lifecycle
+from chainsight.config import state as _config
 from chainsight.testing import Capture
 
 
@@ -42,11 +43,11 @@ from chainsight.testing import Capture
     ],
 )
 def test_bad_settings_raise_and_change_nothing(kwargs: dict[str, object], message: str) -> None:
-    before = _config.CONFIG
+    before = _config.current()
     with pytest.raises(ConfigurationError) as info:
         chainsight.configure(**kwargs)  # type: ignore[arg-type]
     assert message in str(info.value)
-    assert _config.CONFIG is before
+    assert _config.current() is before
 
 
 def test_none_means_unchanged_and_release_switch(chainsight_capture: Capture) -> None:
@@ -55,7 +56,7 @@ def test_none_means_unchanged_and_release_switch(chainsight_capture: Capture) ->
         chainsight.configure(release={"model": "m2", "prompt": "p@2"})  # mid-flight
         with chainsight.stage("tool", name="b"):
             pass
-    assert _config.CONFIG.service == "svc"
+    assert _config.current().service == "svc"
     a = chainsight_capture.stage(name="a")
     b = chainsight_capture.stage(name="b")
     assert a.attributes["chainsight.release.model"] == "m1"
@@ -70,32 +71,32 @@ def test_none_means_unchanged_and_release_switch(chainsight_capture: Capture) ->
 
 def test_release_id_explicit_and_string() -> None:
     chainsight.configure(release={"id": "v1.4.2", "model": "gpt-4o"})
-    assert _config.CONFIG.release_id == "v1.4.2"
-    assert _config.CONFIG.release == {"model": "gpt-4o"}
+    assert _config.current().release_id == "v1.4.2"
+    assert _config.current().release == {"model": "gpt-4o"}
     chainsight.configure(release="2026.11.24")
-    assert _config.CONFIG.release_id == "2026.11.24"
+    assert _config.current().release_id == "2026.11.24"
 
 
 def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-otel")
     monkeypatch.setenv("CHAINSIGHT_SAMPLE_RATIO", "0.25")
     chainsight.configure()
-    assert _config.CONFIG.service == "from-otel"
-    assert _config.CONFIG.sample_ratio == 0.25
+    assert _config.current().service == "from-otel"
+    assert _config.current().sample_ratio == 0.25
     monkeypatch.setenv("CHAINSIGHT_SERVICE", "ours")
     chainsight.configure(sample_ratio=1.0)
-    assert _config.CONFIG.service == "ours"  # CHAINSIGHT_* wins over OTEL_*
+    assert _config.current().service == "ours"  # CHAINSIGHT_* wins over OTEL_*
     chainsight.configure(service="arg")
-    assert _config.CONFIG.service == "arg"  # the argument wins over both
+    assert _config.current().service == "arg"  # the argument wins over both
 
 
 def test_default_exporter_is_otlp_when_endpoint_set(monkeypatch: pytest.MonkeyPatch) -> None:
     chainsight.configure()
-    assert _config.CONFIG.exporter == "none"
+    assert _config.current().exporter == "none"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
     chainsight.reset()
     chainsight.configure()
-    assert _config.CONFIG.exporter == "otlp"
+    assert _config.current().exporter == "otlp"
 
 
 def test_sampled_out_spans_still_count_metrics() -> None:
@@ -116,21 +117,21 @@ def test_uses_app_tracer_provider_and_installs_nothing() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     chainsight.configure(tracer_provider=provider, registry=CollectorRegistry())
-    assert _config.CONFIG.owned_provider is None
+    assert _config.current().owned_provider is None
     with chainsight.stage("tool", name="t"):
         pass
     assert [s.name for s in exporter.get_finished_spans()] == ["execute_tool t"]
     assert not isinstance(trace.get_tracer_provider(), TracerProvider) or (
-        trace.get_tracer_provider() is not _config.CONFIG.owned_provider
+        trace.get_tracer_provider() is not _config.current().owned_provider
     )
 
 
 def test_reset_undoes_configure(tmp_path: object) -> None:
     chainsight.configure(service="x", release="r1", enabled=False)
     chainsight.reset()
-    assert _config.CONFIG.service == "unknown_service"
-    assert _config.CONFIG.enabled is True
-    assert _config.CONFIG.release_id == "unknown"
+    assert _config.current().service == "unknown_service"
+    assert _config.current().enabled is True
+    assert _config.current().release_id == "unknown"
 
 
 def test_shutdown_without_owned_provider_is_immediate() -> None:
@@ -143,9 +144,9 @@ def test_span_outliving_its_retired_provider_is_counted(
     import time
 
     registry = CollectorRegistry()
-    monkeypatch.setattr(_config, "RETIRE_GRACE_S", 0.0)
+    monkeypatch.setattr(lifecycle, "RETIRE_GRACE_S", 0.0)
     chainsight.configure(exporter=f"jsonl:{tmp_path / 'a.jsonl'}", registry=registry)
-    old_processor = _config.CONFIG.processor
+    old_processor = _config.current().processor
     assert old_processor is not None
     with chainsight.stage("tool", name="long"):
         chainsight.configure(exporter=f"jsonl:{tmp_path / 'b.jsonl'}")  # retires the provider
@@ -161,7 +162,7 @@ def test_a_refused_configure_leaves_release_limits_and_threads_alone() -> None:
     import threading
 
     chainsight.configure(release="v1", label_limits={"tenant": 50})
-    metrics = _config.CONFIG.metrics
+    metrics = _config.current().metrics
     threads = threading.active_count()
     for bad in (
         {"release": "v2", "label_limits": {"tenant": 3}, "capture_content": "maybe"},
@@ -192,8 +193,8 @@ def test_a_bad_environment_variable_never_breaks_import(
     # off, says why, and configure() raises a ConfigurationError where the app can handle it.
     script = (
         "import chainsight\n"
-        "from chainsight.config import configure as _config\n"
-        "assert _config.CONFIG.enabled is False\n"
+        "from chainsight.config import state as _config\n"
+        "assert _config.current().enabled is False\n"
         "try:\n"
         "    chainsight.configure()\n"
         "except chainsight.ConfigurationError as exc:\n"
@@ -226,7 +227,7 @@ def test_batch_settings_follow_the_standard_otel_variables(monkeypatch: pytest.M
     assert batch_settings() == (1000, 500, 512)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     chainsight.configure()
-    processor = _config.CONFIG.processor
+    processor = _config.current().processor
     assert processor is not None
     assert processor.pending == 0
     assert processor._limit == 1000  # the counted queue is the one the variable sets
@@ -234,7 +235,7 @@ def test_batch_settings_follow_the_standard_otel_variables(monkeypatch: pytest.M
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2000")
     with pytest.raises(chainsight.ConfigurationError, match=r"2000 is larger than the queue"):
         chainsight.configure(service="other")  # a new provider reads the variables again
-    assert _config.CONFIG.processor is processor  # refused: nothing changed
+    assert _config.current().processor is processor  # refused: nothing changed
     for bad in ("-1", "1.5", "lots"):
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", bad)
         with pytest.raises(chainsight.ConfigurationError, match=r"OTEL_BSP_SCHEDULE_DELAY="):
@@ -246,14 +247,14 @@ def test_a_changed_batch_variable_applies_whatever_else_configure_changes(
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     chainsight.configure()
-    first = _config.CONFIG.processor
+    first = _config.current().processor
     assert first is not None
     chainsight.configure(release="v2")
-    assert _config.CONFIG.processor is first  # nothing changed: the pipeline is kept
+    assert _config.current().processor is first  # nothing changed: the pipeline is kept
 
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
     chainsight.configure(release="v3")  # an unrelated change still picks the new value up
-    second = _config.CONFIG.processor
+    second = _config.current().processor
     assert second is not None
     assert second is not first
     assert second._limit == 100
@@ -261,8 +262,8 @@ def test_a_changed_batch_variable_applies_whatever_else_configure_changes(
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0")
     with pytest.raises(ConfigurationError, match=r"OTEL_BSP_MAX_EXPORT_BATCH_SIZE='0'"):
         chainsight.configure(sample_ratio=0.5)
-    assert _config.CONFIG.processor is second
-    assert _config.CONFIG.sample_ratio == 1.0
+    assert _config.current().processor is second
+    assert _config.current().sample_ratio == 1.0
 
 
 def test_bad_otlp_metric_settings_are_refused_before_anything_starts(

@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 import chainsight
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 from chainsight.export.metrics import MAX_LABEL_LENGTH, LabelGuard
 from chainsight.testing import Capture, capture
 
@@ -300,7 +300,7 @@ def total(cap: Capture, name: str, **match: str) -> float:
 
 def test_every_family_has_the_contract_name_type_and_labels(mixed: Capture) -> None:
     # export failures need a failing exporter; count one directly so the family has a sample.
-    _config.CONFIG.metrics.span_export_failed(1)
+    _config.current().metrics.span_export_failed(1)
     # a second fallback reason past a limit of one overflows the guard
     chainsight.configure(label_limits={"reason": 1})
     with chainsight.stage("retrieval", name="search", system="qdrant") as s:

@@ -112,9 +112,9 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
     registry = CollectorRegistry()
     blocked = _Blocked()
     chainsight.configure(registry=registry)
-    from chainsight.config import configure as _config
+    from chainsight.config import state as _config
 
-    metrics = _config.CONFIG.metrics
+    metrics = _config.current().metrics
     processor = DroppingBatchProcessor(
         CountingSpanExporter(blocked, metrics.span_export_failed),
         metrics.span_export_failed,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import chainsight
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 from chainsight.testing import capture
 from tests.export.test_metrics import HTTPStatusError, SchemaError, one_request, search, stream
 from tests.integration._servers import PrometheusServer
@@ -152,7 +152,7 @@ def test_every_dashboard_query_returns_data(
     assert not unknown, f"MAY_BE_EMPTY names panels that do not exist: {unknown}"
     assert len(SLO_RULES) == 2
 
-    port = _config.CONFIG.metrics.server_port
+    port = _config.current().metrics.server_port
     prom = prometheus_server([f"127.0.0.1:{port}"], rule_files=SLO_RULES)
     prom.wait_for_scrapes(n=2)
     traffic.start()

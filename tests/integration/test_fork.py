@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import chainsight
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 from tests.integration._servers import OTLPReceiver
 
 pytestmark = [
@@ -60,7 +60,7 @@ def _record_new_label(done: multiprocessing.synchronize.Event) -> None:  # type:
 
 def test_lock_held_by_another_thread_at_fork_is_not_inherited_held() -> None:
     chainsight.configure(service="locks")
-    guard = _config.CONFIG.metrics.guard
+    guard = _config.current().metrics.guard
     held = threading.Event()
     release = threading.Event()
 

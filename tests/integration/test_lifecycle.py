@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 import chainsight
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import lifecycle
 from chainsight.export.traces import BATCH_SIZE
 from tests.integration._servers import OTLPReceiver, free_port
 
@@ -282,7 +282,7 @@ _SWITCH_CHILD = textwrap.dedent(
                               "gen_ai_client_operation_duration"))
     ]
     print(json.dumps({"result": result, "calls": calls, "finished": finished,
-                      "samples": samples, "enabled": chainsight.config.configure.CONFIG.enabled}))
+                      "samples": samples, "enabled": chainsight.config.state.current().enabled}))
     """
 )
 
@@ -484,7 +484,7 @@ def test_stage_outliving_its_retired_provider_is_counted_not_lost(
     registry = CollectorRegistry()
     monkeypatch.setenv(n.ENV_OTEL_TRACES_ENDPOINT, otlp_receiver.traces_url)
     # A short grace so the old provider is shut down while the stage below is still open.
-    monkeypatch.setattr(_config, "RETIRE_GRACE_S", 0.2)
+    monkeypatch.setattr(lifecycle, "RETIRE_GRACE_S", 0.2)
     chainsight.configure(service="outlive", registry=registry, exporter="otlp:http")
     with chainsight.request("long") as root:
         with chainsight.stage("prompt", name="answer"):

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 import chainsight
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 from chainsight.export.metrics import Metrics, exposition_registry
 from chainsight.export.otlp_metrics import PrometheusOTLPBridge
 from tests.integration._servers import OTLPGrpcReceiver, OTLPReceiver
@@ -40,7 +40,7 @@ def metrics(monkeypatch: pytest.MonkeyPatch) -> Metrics:
     for name in _OTLP_ENV:
         monkeypatch.delenv(name, raising=False)
     chainsight.configure(registry=CollectorRegistry(), exporter="none", service="svc")
-    return _config.CONFIG.metrics
+    return _config.current().metrics
 
 
 @pytest.fixture

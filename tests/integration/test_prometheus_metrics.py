@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 
 import chainsight
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 from chainsight.errors import ConfigurationError
 from chainsight.testing import Capture, capture
 from tests.export.test_metrics import RELEASE, one_request, run_mix
@@ -81,7 +81,7 @@ def served() -> Iterator[Capture]:
 
 
 def metrics_url() -> str:
-    port = _config.CONFIG.metrics.server_port
+    port = _config.current().metrics.server_port
     assert port is not None
     return f"http://127.0.0.1:{port}/metrics"
 
@@ -235,7 +235,7 @@ def test_reset_stops_the_metrics_server(served: Capture) -> None:
     url = metrics_url()
     assert http_get(url)[0] == 200
     chainsight.reset()
-    assert _config.CONFIG.metrics.server_port is None
+    assert _config.current().metrics.server_port is None
     with pytest.raises(OSError, match="refused"):
         http_get(url)
 

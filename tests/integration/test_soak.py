@@ -38,7 +38,7 @@ import pytest
 
 import chainsight
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import state as _config
 
 if TYPE_CHECKING:
     from tests.integration._servers import OTLPReceiver, RedisServer
@@ -335,7 +335,7 @@ def soak_child() -> None:
         "shutdown_seconds": shutdown_s,
         "memory": samples,
         "threads_alive_after": threading.active_count(),
-        "release_at_end": _config.CONFIG.release_id,
+        "release_at_end": _config.current().release_id,
     }
     result["written_at"] = time.time()
     Path(args["out"]).write_text(json.dumps(result), encoding="utf-8")

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from chainsight import _names as n
 from chainsight.errors import ConfigurationError
 
-__all__ = ["LabelGuard", "Metrics", "MetricsApp", "metrics_app", "metrics_for"]
+__all__ = ["LabelGuard", "Metrics", "MetricsApp", "metrics_for"]
 
 DEFAULT_LABEL_LIMIT: Final = 100
 MAX_LABEL_LENGTH: Final = 128
@@ -459,10 +459,3 @@ class MetricsApp:
         if len(args) == 3:
             return self.asgi(*args)
         return self.wsgi(*args)
-
-
-def metrics_app() -> MetricsApp:
-    """A WSGI/ASGI app serving chainsight's metrics, for mounting at ``/metrics``."""
-    from chainsight.config import configure as _config  # noqa: PLC0415 - _config imports this module
-
-    return MetricsApp(exposition_registry(_config.CONFIG.metrics))

@@ -16,7 +16,7 @@ from chainsight.errors import ConfigurationError
 from chainsight.stages.redact import redact_value
 
 if TYPE_CHECKING:
-    from chainsight.config.configure import Config
+    from chainsight.config.snapshot import Config
     from chainsight.stages.wrappers import Stage
 
 SPAN: Final = "span"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
+from chainsight.config.state import report_internal
 from chainsight.errors import BudgetExceeded
 from chainsight.stages.content import record_content
 from chainsight.stages.responses import ResponseInfo, StreamAccumulator
@@ -366,8 +367,6 @@ def check_budget(stage: Stage) -> BudgetExceeded | None:
     try:
         return _check_budget(stage)
     except Exception as exc:
-        from chainsight.config.configure import report_internal  # noqa: PLC0415 - avoids a cycle
-
         report_internal("budget_check", exc)
         return None
 

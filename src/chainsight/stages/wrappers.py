@@ -22,9 +22,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
-from chainsight.config import configure as _config
+from chainsight.config import state as _state
 from chainsight.errors import BudgetExceeded, ConfigurationError
 from chainsight.stages import content as _content
+from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
 from chainsight.stages.attrs import clean_attributes, coerce, is_secret_name
 from chainsight.stages.faults import (
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from chainsight.config.snapshot import Config
     from chainsight.cost.budget import Admission
     from chainsight.stages.responses import StreamAccumulator
 
@@ -275,9 +277,7 @@ class _Spec:
             return f"validate {extra.get('validator') or name}"
         return f"{kind} {name}"
 
-    def refresh(
-        self, cfg: _config.Config
-    ) -> tuple[int, dict[str, AttributeValue], tuple[str, str, str]]:
+    def refresh(self, cfg: Config) -> tuple[int, dict[str, AttributeValue], tuple[str, str, str]]:
         """Recompute what depends on the configuration (release attributes, metric labels)."""
         attrs = dict(self.static_attrs)
         attrs.update(cfg.release_attributes)
@@ -395,7 +395,7 @@ class Stage:
     def __init__(
         self,
         spec: _Spec,
-        cfg: _config.Config,
+        cfg: Config,
         span: trace.Span,
         parent: Stage | None,
         labels: tuple[str, str, str],
@@ -450,7 +450,7 @@ class Stage:
                     continue
                 self.span.set_attribute(key, value)
         except Exception as exc:
-            _config.report_internal("set", exc)
+            _state.report_internal("set", exc)
 
     def record_usage(
         self,
@@ -478,7 +478,7 @@ class Stage:
                 model,
             )
         except Exception as exc:
-            _config.report_internal("record_usage", exc)
+            _state.report_internal("record_usage", exc)
 
     def record_response(self, response: object) -> None:
         """Read usage, response model, id and finish reasons from a provider response.
@@ -490,7 +490,7 @@ class Stage:
         try:
             _usage.record_response(self, response)
         except Exception as exc:
-            _config.report_internal("record_response", exc)
+            _state.report_internal("record_response", exc)
 
     def record_content(
         self,
@@ -523,7 +523,7 @@ class Stage:
                 },
             )
         except Exception as exc:
-            _config.report_internal("record_content", exc)
+            _state.report_internal("record_content", exc)
 
     def record_documents(
         self, *, count: object = None, scores: object = None, ids: object = None
@@ -532,7 +532,7 @@ class Stage:
         try:
             _usage.record_documents(self, count, scores, ids)
         except Exception as exc:
-            _config.report_internal("record_documents", exc)
+            _state.report_internal("record_documents", exc)
 
     def record_validation(self, *, passed: object, reason: object = None) -> None:
         """Record an output check. A failure makes this stage ``error`` with fault ``model``."""
@@ -575,7 +575,7 @@ class Stage:
                 if root is not None and root is not self:
                     root.validation_failed = origin
         except Exception as exc:
-            _config.report_internal("record_validation", exc)
+            _state.report_internal("record_validation", exc)
 
     def fallback(self, *, to: object, reason: object = None) -> None:
         """Say that a fallback served the user: this stage and its request become ``degraded``.
@@ -630,7 +630,7 @@ class Stage:
                 guard(n.M_FALLBACKS, n.L_REASON, reason_text if reason_text is not None else ""),
             ).inc()
         except Exception as exc:
-            _config.report_internal("fallback", exc)
+            _state.report_internal("fallback", exc)
 
     @property
     def trace_id(self) -> str | None:
@@ -705,7 +705,7 @@ def current_stage() -> Stage:
 
 
 def _begin(
-    spec: _Spec, cfg: _config.Config, request_kw: Mapping[str, object] | None = None
+    spec: _Spec, cfg: Config, request_kw: Mapping[str, object] | None = None
 ) -> tuple[Stage, otel_context.Context] | None:
     """Start the span and the Stage; None if chainsight failed (the app then runs untraced)."""
     try:
@@ -735,16 +735,14 @@ def _begin(
         ctx = otel_context.set_value(_KEY, stage, ctx)
         return stage, ctx
     except Exception as exc:
-        _config.report_internal("stage_start", exc)
+        _state.report_internal("stage_start", exc)
         return None
 
 
 _REQUEST_LABELS: Final = {"tenant": n.CS_TENANT, "feature": n.CS_FEATURE, "team": n.CS_TEAM}
 
 
-def _request_attributes(
-    cfg: _config.Config, request_kw: Mapping[str, object]
-) -> dict[str, AttributeValue]:
+def _request_attributes(cfg: Config, request_kw: Mapping[str, object]) -> dict[str, AttributeValue]:
     out: dict[str, AttributeValue] = {}
     for key, value in request_kw.items():
         if value is None:
@@ -757,7 +755,7 @@ def _request_attributes(
     return out
 
 
-def _init_request(stage: Stage, cfg: _config.Config, attrs: dict[str, AttributeValue]) -> None:
+def _init_request(stage: Stage, cfg: Config, attrs: dict[str, AttributeValue]) -> None:
     # Stages inside the request carry tenant/feature/team too, so one span answers "whose?".
     stage.request_attrs = attrs
     guard = cfg.metrics.guard
@@ -768,12 +766,12 @@ def _init_request(stage: Stage, cfg: _config.Config, attrs: dict[str, AttributeV
     metrics.child(metrics.in_flight, stage.labels[0]).inc()
 
 
-def _classify(cfg: _config.Config, exc: BaseException, spec: _Spec) -> Classification:
+def _classify(cfg: Config, exc: BaseException, spec: _Spec) -> Classification:
     for rule in cfg.classifiers:
         try:
             found = rule(exc, spec.kind)
         except Exception as err:  # a user rule's bug: fall back to the built-in table
-            _config.report_internal("classifier", err)
+            _state.report_internal("classifier", err)
             continue
         if found is not None:
             if isinstance(found, tuple) and len(found) == 2:
@@ -815,26 +813,26 @@ def _finish(stage: Stage, exc: BaseException | None, *, end_at: float | None = N
         if stage.admission is not None:
             _usage.settle_budget(stage)
     except Exception as err:
-        _config.report_internal("stage_usage", err)
+        _state.report_internal("stage_usage", err)
     outcome = n.OUTCOME_ERROR if exc is not None else n.OUTCOME_OK
     status: Status | None = None
     try:
         outcome, status = _outcome(stage, exc)
     except Exception as err:
-        _config.report_internal("classify", err)
+        _state.report_internal("classify", err)
     now = time.perf_counter()
     end = now if end_at is None else end_at
     duration = end - stage.start
     try:
         _end_span(stage, outcome, status, now, end_at)
     except Exception as err:
-        _config.report_internal("stage_end", err)
+        _state.report_internal("stage_end", err)
     try:
         _record_metrics(stage, outcome, duration)
-        if _logging_hook is not None:
-            _logging_hook(stage, outcome, duration)
+        if stage.cfg.log_stages:
+            _log.log_stage(stage, outcome, duration)
     except Exception as err:
-        _config.report_internal("stage_metrics", err)
+        _state.report_internal("stage_metrics", err)
 
 
 def _outcome(stage: Stage, exc: BaseException | None) -> tuple[str, Status | None]:
@@ -950,10 +948,6 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
             child(metrics.gen_ai_ttfc, *labels).observe(stage.first_chunk - stage.start)
 
 
-# Set by chainsight._logging when stage log lines are on; avoids importing logging code here.
-_logging_hook: Callable[[Stage, str, float], None] | None = None
-
-
 # --- public entry points -------------------------------------------------------------------
 
 
@@ -972,7 +966,7 @@ class _StageContext:
         self._entries: list[Stage | None] = []
 
     def __enter__(self) -> Stage:
-        cfg = _config.CONFIG
+        cfg = _state.current()
         if not cfg.enabled:
             self._entries.append(None)
             return cast(Stage, NOOP_STAGE)
@@ -1009,7 +1003,7 @@ class _StageContext:
         try:
             otel_context.detach(stage.token)  # type: ignore[arg-type]
         except Exception as err:
-            _config.report_internal("detach", err)
+            _state.report_internal("detach", err)
         _finish(stage, exc)
 
     async def __aenter__(self) -> Stage:
@@ -1126,7 +1120,7 @@ def _wrap_function(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        cfg = _config.CONFIG
+        cfg = _state.current()
         if not cfg.enabled:
             return func(*args, **kwargs)
         begun = _begin(spec, cfg)
@@ -1156,7 +1150,7 @@ def _wrap_coroutine(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        cfg = _config.CONFIG
+        cfg = _state.current()
         if not cfg.enabled:
             return await func(*args, **kwargs)
         begun = _begin(spec, cfg)
@@ -1222,7 +1216,7 @@ def _wrap_generator(func: Callable[..., Any], spec: _Spec) -> Callable[..., Any]
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
-        cfg = _config.CONFIG
+        cfg = _state.current()
         if not cfg.enabled:
             return (yield from gen)
         begun = _begin(spec, cfg)
@@ -1282,7 +1276,7 @@ def _wrap_async_generator(func: Callable[..., Any], spec: _Spec) -> Callable[...
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        cfg = _config.CONFIG
+        cfg = _state.current()
         begun = _begin(spec, cfg) if cfg.enabled else None
         if begun is None:
             # Off: still forward asend/athrow/aclose exactly (an async generator cannot hand

@@ -130,21 +130,26 @@ def _configure(scenario: Scenario, out: TextIO) -> int | None:
             file=out,
         )
         port = None
-    settings: dict[str, object] = {
-        "service": "support-bot",
-        "environment": "demo",
-        "release": {"model": f"{app.MODEL}-2024-08-06", "prompt": "answer@7"},
-        "exporter": f"jsonl:{scenario.spans}",
-        "prices": app.demo_prices(),
-    }
     try:
-        chainsight.configure(**settings, metrics_port=port, metrics_addr="127.0.0.1")
+        _configure_demo(scenario, port)
     except OSError as exc:
         # Lost a race for the port between the probe and the bind.
         print(f"cannot serve /metrics on port {port} ({exc}): continuing without", file=out)
-        chainsight.configure(**settings)
+        _configure_demo(scenario, None)
         port = None
     return port
+
+
+def _configure_demo(scenario: Scenario, port: int | None) -> None:
+    chainsight.configure(
+        service="support-bot",
+        environment="demo",
+        release={"model": f"{app.MODEL}-2024-08-06", "prompt": "answer@7"},
+        exporter=f"jsonl:{scenario.spans}",
+        prices=app.demo_prices(),
+        metrics_port=port,
+        metrics_addr="127.0.0.1" if port is not None else None,
+    )
 
 
 async def _handle(assistant: app.SupportAssistant, ticket: app.Ticket, seen: Progress) -> None:
