@@ -14,15 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chainsight._names import L_FEATURE, L_MODEL, L_TENANT
-from chainsight.cost.budget import (
-    ADMISSION_SPENT,
-    Budget,
-    BudgetCharge,
-    BudgetSet,
-    BudgetSlot,
-    InProcessBudgetStore,
-    RedisBudgetStore,
-)
+from chainsight.cost.budget import ADMISSION_SPENT, BudgetSet
+from chainsight.cost.budget_defs import Budget
+from chainsight.cost.budget_redis import RedisBudgetStore
+from chainsight.cost.budget_store import BudgetCharge, BudgetSlot, InProcessBudgetStore
 from chainsight.errors import BudgetExceeded, ChainsightError, ConfigurationError
 
 COPILOT = {L_FEATURE: "copilot", L_TENANT: "acme", L_MODEL: "gpt-4o"}

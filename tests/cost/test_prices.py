@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chainsight.cost.price_row import Price
 from chainsight.cost.prices import (
     MEMO_SIZE,
-    Price,
     PriceTable,
     cost_usd,
     normalize_anthropic,

@@ -48,13 +48,13 @@ from prometheus_client.registry import Collector
 from chainsight import _names as n
 from chainsight.errors import ConfigurationError
 from chainsight.export.metrics import Metrics, exposition_registry
-from chainsight.export.otlp_metrics import (
+from chainsight.export.otlp_convert import (
     EXPORTED_FAMILIES,
-    PrometheusOTLPBridge,
     convert_families,
     count_points,
     per_bucket_counts,
 )
+from chainsight.export.otlp_metrics import PrometheusOTLPBridge
 
 RESOURCE = Resource.create({n.SERVICE_NAME: "svc", n.DEPLOYMENT_ENVIRONMENT_NAME: "test"})
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

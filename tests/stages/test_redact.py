@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainsight.errors import ConfigurationError
-from chainsight.stages.redact import KINDS, Redactor, redact_value
+from chainsight.stages.redact import Redactor, redact_value
+from chainsight.stages.redact_patterns import KINDS
 
 CORPUS = json.loads(
     (Path(__file__).parents[1] / "data" / "redaction_corpus.json").read_text(encoding="utf-8")

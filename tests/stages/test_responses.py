@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chainsight.stages.responses import ResponseInfo, StreamAccumulator, extract_response
+from chainsight.stages.response_info import ResponseInfo
+from chainsight.stages.responses import StreamAccumulator, extract_response
 
 PAYLOADS = Path(__file__).parents[1] / "payloads"
 MAX_COUNT = 2**53 - 1
