@@ -33,7 +33,6 @@ from chainsight.export.traces import (
     make_exporter,
     parse_exporter,
 )
-from chainsight.stages.content import capture_mode
 from chainsight.stages.faults import Classifier
 from chainsight.stages.redact import Redactor
 
@@ -131,7 +130,7 @@ def _resolve(settings: Settings, previous: Config | None, before: Settings | Non
         label_limits=validate_label_limits(settings.label_limits),
         port=parse.metrics_port(settings.metrics_port),
         addr=parse.check_str("metrics_addr", settings.metrics_addr) or "127.0.0.1",
-        capture=capture_mode(settings.capture_content),
+        capture=parse.capture_mode(settings.capture_content),
         openinference=parse.conventions(settings.conventions),
         log_stages=parse.flag("log_stages", settings.log_stages),
         classifiers=parse.classifiers(settings.classifiers),

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
-    from chainsight.cost.budget import Budget, BudgetStore
+    from chainsight.cost.budget import Budget
+    from chainsight.cost.budget_store import BudgetStore
     from chainsight.stages.faults import Classifier
 
 __all__ = ["configure", "metrics_app", "reset", "shutdown"]

@@ -24,12 +24,17 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
-    from chainsight.cost.budget import Budget, BudgetStore
+    from chainsight.cost.budget import Budget
+    from chainsight.cost.budget_store import BudgetStore
     from chainsight.stages.faults import Classifier
 
 __all__ = [
+    "EVENT",
     "NAMES",
+    "SPAN",
+    "SPAN_AND_EVENT",
     "Settings",
+    "capture_mode",
     "check_str",
     "classifiers",
     "conventions",
@@ -44,6 +49,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chainsight")
+
+SPAN: Final = "span"
+EVENT: Final = "event"
+SPAN_AND_EVENT: Final = "span_and_event"
+_ENV_MODES: Final = {
+    "span_only": SPAN,
+    "event_only": EVENT,
+    "span_and_event": SPAN_AND_EVENT,
+    "true": SPAN,
+    "1": SPAN,
+    "false": None,
+    "0": None,
+    "no_content": None,
+    "": None,
+}
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -246,3 +266,25 @@ def flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def capture_mode(setting: object) -> str | None:
+    """Resolve ``capture_content`` (argument, else the OTel environment variable) to a mode."""
+    if setting is None:
+        raw = os.environ.get(n.ENV_CAPTURE_CONTENT, "").strip().lower()
+        if raw not in _ENV_MODES:
+            raise ConfigurationError(
+                f"{n.ENV_CAPTURE_CONTENT}={raw!r} is not understood; use SPAN_ONLY, EVENT_ONLY, "
+                "SPAN_AND_EVENT, NO_CONTENT, true or false"
+            )
+        return _ENV_MODES[raw]
+    if setting is True:
+        return SPAN
+    if setting is False:
+        return None
+    if isinstance(setting, str) and setting.lower() in _ENV_MODES:
+        return _ENV_MODES[setting.lower()]
+    raise ConfigurationError(
+        f"capture_content={setting!r}: use True, False, 'span_only', 'event_only' or "
+        "'span_and_event'"
+    )

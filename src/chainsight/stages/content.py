@@ -6,59 +6,22 @@ truncated first. Exception messages recorded on spans are always redacted.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
-from chainsight.errors import ConfigurationError
+from chainsight.config.settings import EVENT, SPAN, SPAN_AND_EVENT
 from chainsight.stages.redact import redact_value
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
     from chainsight.stages.wrappers import Stage
 
-SPAN: Final = "span"
-EVENT: Final = "event"
-SPAN_AND_EVENT: Final = "span_and_event"
-_ENV_MODES: Final = {
-    "span_only": SPAN,
-    "event_only": EVENT,
-    "span_and_event": SPAN_AND_EVENT,
-    "true": SPAN,
-    "1": SPAN,
-    "false": None,
-    "0": None,
-    "no_content": None,
-    "": None,
-}
 _EVENT_NAME: Final = "gen_ai.client.inference.operation.details"
 
 
-def capture_mode(setting: object) -> str | None:
-    """Resolve ``capture_content`` (argument, else the OTel environment variable) to a mode."""
-    if setting is None:
-        raw = os.environ.get(n.ENV_CAPTURE_CONTENT, "").strip().lower()
-        if raw not in _ENV_MODES:
-            raise ConfigurationError(
-                f"{n.ENV_CAPTURE_CONTENT}={raw!r} is not understood; use SPAN_ONLY, EVENT_ONLY, "
-                "SPAN_AND_EVENT, NO_CONTENT, true or false"
-            )
-        return _ENV_MODES[raw]
-    if setting is True:
-        return SPAN
-    if setting is False:
-        return None
-    if isinstance(setting, str) and setting.lower() in _ENV_MODES:
-        return _ENV_MODES[setting.lower()]
-    raise ConfigurationError(
-        f"capture_content={setting!r}: use True, False, 'span_only', 'event_only' or "
-        "'span_and_event'"
-    )
-
-
-__all__ = ["capture_mode", "record_content", "redact_message"]
+__all__ = ["record_content", "redact_message"]
 
 _DROPPED = "[content dropped: redaction failed]"
 
