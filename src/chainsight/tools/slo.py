@@ -106,6 +106,7 @@ class _Dumper(yaml.SafeDumper):
     """Safe YAML with PromQL kept readable: multi-line strings as literal blocks, no aliases."""
 
     def ignore_aliases(self, data: Any) -> bool:
+        """Never write anchors and aliases: each rule must read on its own."""
         return True
 
 

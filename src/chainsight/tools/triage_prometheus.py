@@ -62,6 +62,7 @@ class _Prometheus:
         self.timeout = timeout
 
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """The instant vector ``expr`` evaluates to at ``at``; raise :class:`TriageError`."""
         params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
         endpoint = f"{self.url}/api/v1/query"
         try:

@@ -42,20 +42,24 @@ class _Span:
 
     @property
     def kind(self) -> str:
+        """The stage kind (``request`` for a request span)."""
         return str(self.attributes.get(n.CS_STAGE_KIND, ""))
 
     @property
     def stage(self) -> str:
+        """The stage name, or the request name for a request span."""
         return str(
             self.attributes.get(n.CS_STAGE_NAME) or self.attributes.get(n.CS_REQUEST_NAME, "")
         )
 
     @property
     def outcome(self) -> str:
+        """``ok``, ``error``, ``degraded`` ... as recorded."""
         return str(self.attributes.get(n.CS_OUTCOME, ""))
 
     @property
     def fault(self) -> str | None:
+        """The fault domain recorded on the span, if it is a known one."""
         value = self.attributes.get(n.CS_FAULT)
         return value if value in n.FAULTS else None
 
