@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -438,3 +439,19 @@ def test_the_chainsight_command_dispatches_to_slo(capsys: pytest.CaptureFixture[
 
     assert main(["slo", "validate", str(ROOT / "slos" / "model-latency.yaml")]) == 0
     assert "chainsight-model-latency: 99% over 30d" in capsys.readouterr().out
+
+
+def test_slo_without_pyyaml_names_the_extra_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainsight.tools.cli import main
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    monkeypatch.delitem(sys.modules, "chainsight.tools.slo")  # the CLI imports it afresh
+    assert main(["slo", "validate", str(ROOT / "slos" / "model-latency.yaml")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "chainsight: error: the `chainsight slo` command needs PyYAML: "
+        "pip install 'chainsight[tools]'\n"
+    )
+    assert captured.out == ""

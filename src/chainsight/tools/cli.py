@@ -3,6 +3,9 @@
 Each subcommand lives in its own module, imported only when that subcommand runs, so that
 ``chainsight --help`` stays fast and the request path never imports CLI code. A subcommand
 module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+
+A subcommand may need a library the core install leaves out (``chainsight slo`` needs PyYAML,
+from the ``chainsight[tools]`` extra); without it the command says what to install and exits 2.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Final
 
 __all__ = ["main"]
 
@@ -26,6 +31,29 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "prices": ("chainsight.tools.prices_cli", "show the price table and where each row came from"),
 }
 
+# Libraries outside the core dependencies that a subcommand's module imports:
+# import name -> (distribution to name in the message, extra that installs it).
+_EXTRAS: Final[Mapping[str, tuple[str, str]]] = {"yaml": ("PyYAML", "tools")}
+
+
+class _MissingExtra(Exception):
+    """A subcommand's module needs a library from an extra that is not installed."""
+
+
+def _import_command(name: str, module_name: str) -> ModuleType:
+    """Import the module of subcommand ``name``; say which extra to install if it cannot."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        needed = _EXTRAS.get(exc.name or "")
+        if needed is None:
+            raise
+        distribution, extra = needed
+        raise _MissingExtra(
+            f"the `chainsight {name}` command needs {distribution}: "
+            f"pip install 'chainsight[{extra}]'"
+        ) from None
+
 
 def _parser(chosen: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,7 +66,7 @@ def _parser(chosen: str | None) -> argparse.ArgumentParser:
         if name == chosen:
             # Only the chosen subcommand's module is imported: --help stays fast, and one
             # subcommand's heavy imports never slow another.
-            module = importlib.import_module(module_name)
+            module = _import_command(name, module_name)
             module.add_arguments(cmd)
             cmd.set_defaults(_module=module)
     return parser
@@ -48,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``chainsight`` command line; return the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in args_list if a in _COMMANDS), None)
-    parser = _parser(chosen)
+    try:
+        parser = _parser(chosen)
+    except _MissingExtra as exc:
+        print(f"chainsight: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()

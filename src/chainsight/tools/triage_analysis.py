@@ -1,0 +1,372 @@
+"""The verdict: compare the window with the baseline per fault domain, rank the failing ones.
+
+``docs/triage.md`` explains the rules; the thresholds below are the whole of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from chainsight import _names as n
+from chainsight.tools.triage_figures import LatencyDistribution, Period, Tally
+from chainsight.tools.triage_units import (
+    format_count,
+    format_duration,
+    format_percent,
+    format_seconds,
+)
+
+__all__ = [
+    "HEALTHY",
+    "DomainFigures",
+    "Fault",
+    "Report",
+    "analyse",
+]
+
+HEALTHY: Final = "healthy"
+QUANTILE: Final = 0.95
+
+# Thresholds. They are deliberately coarse: triage is a first look for the on-call engineer, and a
+# false alarm on a healthy service costs more trust than a small fault found a minute later.
+#: An error signal needs the domain's error ratio to rise by at least this much (absolute) ...
+MIN_ERROR_EXCESS: Final = 0.02
+#: ... to at least this multiple of the baseline ratio ...
+MIN_ERROR_FACTOR: Final = 1.5
+#: ... and at least this many affected requests in the window.
+MIN_ERROR_EVENTS: Final = 3.0
+#: A ratio this high is a fault even if the baseline was as bad (the incident began earlier).
+HIGH_ERROR_RATIO: Final = 0.10
+#: A latency signal needs p95 to reach this multiple of the baseline p95 ...
+LATENCY_FACTOR: Final = 2.0
+#: ... and to grow by at least this many seconds, so that millisecond jitter in local stages
+#: (CPU contention, garbage collection) never reads as a fault.
+MIN_LATENCY_INCREASE_S: Final = 0.1
+#: ... over at least this many stage calls in the window ...
+MIN_LATENCY_SAMPLES: Final = 10.0
+#: ... and at least this share of calls (more than in the baseline) must be that slow: a p95
+#: pushed up by a few stalls (a GC pause, a busy CPU) is not a slow component.
+MIN_SLOW_EXCESS: Final = 0.10
+
+
+@dataclass
+class DomainFigures:
+    """The per-domain figures a report shows."""
+
+    domain: str
+    error_ratio: float
+    error_ratio_baseline: float | None
+    affected: float
+    top_error_types: list[tuple[str, float]]
+    p95_seconds: float | None
+    p95_seconds_baseline: float | None
+    latency_samples: float
+    slow_fraction: float
+    fallback_rate: float
+    fallback_rate_baseline: float | None
+    stage: str | None
+    component: str | None
+    signals: list[str]
+    score: float
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of these figures (``domains.<name>`` in ``--json``)."""
+        return {
+            "error_ratio": {"now": _r(self.error_ratio), "baseline": _r(self.error_ratio_baseline)},
+            "affected_requests": _r(self.affected),
+            "top_error_types": [{"type": t, "count": _r(c)} for t, c in self.top_error_types],
+            "p95_seconds": {
+                "now": _r(self.p95_seconds),
+                "baseline": _r(self.p95_seconds_baseline),
+            },
+            "latency_samples": _r(self.latency_samples),
+            "fallback_rate": {
+                "now": _r(self.fallback_rate),
+                "baseline": _r(self.fallback_rate_baseline),
+            },
+            "stage": self.stage,
+            "component": self.component,
+            "signals": self.signals,
+            "score": _r(self.score),
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One failing domain in the verdict."""
+
+    domain: str
+    component: str | None
+    evidence: str
+    score: float
+
+
+@dataclass
+class Report:
+    """The outcome of a triage: figures per domain and the verdict (faults, biggest first)."""
+
+    source: str
+    at: float
+    window_seconds: float
+    baseline_seconds: float | None
+    requests: float
+    requests_baseline: float
+    domains: dict[str, DomainFigures]
+    faults: list[Fault]
+
+    @property
+    def healthy(self) -> bool:
+        """True when no domain shows a fault."""
+        return not self.faults
+
+    def verdict_line(self) -> str:
+        """The one line an on-call engineer reads first."""
+        if not self.faults:
+            return f"verdict: {HEALTHY} - {self._healthy_evidence()}"
+        parts = []
+        for fault in self.faults:
+            where = f" in {fault.component}" if fault.component else ""
+            parts.append(f"{fault.domain}{where}: {fault.evidence}")
+        first, *rest = parts
+        line = f"verdict: {first}"
+        if rest:
+            line += "; also " + "; also ".join(rest)
+        return line
+
+    def _healthy_evidence(self) -> str:
+        return (
+            f"no fault domain's error ratio or p95 latency rose past the thresholds over "
+            f"{format_count(self.requests)} requests in the last "
+            f"{format_duration(self.window_seconds)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` object: ``verdict.domain/component/evidence/faults`` and ``domains``."""
+        if self.faults:
+            top = self.faults[0]
+            verdict: dict[str, Any] = {
+                "domain": top.domain,
+                "component": top.component,
+                "evidence": top.evidence,
+            }
+        else:
+            verdict = {"domain": HEALTHY, "component": None, "evidence": self._healthy_evidence()}
+        verdict["faults"] = [
+            {
+                "domain": f.domain,
+                "component": f.component,
+                "evidence": f.evidence,
+                "score": _r(f.score),
+            }
+            for f in self.faults
+        ]
+        verdict["line"] = self.verdict_line()
+        return {
+            "source": self.source,
+            "at": datetime.fromtimestamp(self.at, tz=timezone.utc).isoformat(),
+            "window_seconds": _r(self.window_seconds),
+            "baseline_seconds": _r(self.baseline_seconds),
+            "requests": {"now": _r(self.requests), "baseline": _r(self.requests_baseline)},
+            "verdict": verdict,
+            "domains": {name: figures.to_dict() for name, figures in self.domains.items()},
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+# --- the analysis ---------------------------------------------------------------------------
+
+
+def _top(counter: Tally | None) -> str | None:
+    if not counter:
+        return None
+    ((name, _),) = counter.most_common(1)
+    return name
+
+
+def _slowest_grown(
+    now: Mapping[str, LatencyDistribution], baseline: Mapping[str, LatencyDistribution]
+) -> str | None:
+    """The key whose p95 grew the most against its own baseline."""
+    best: tuple[float, str] | None = None
+    for key, dist in now.items():
+        p_now = dist.quantile(QUANTILE)
+        before = baseline.get(key)
+        p_base = before.quantile(QUANTILE) if before is not None else None
+        if p_now is None or p_base is None or p_base <= 0:
+            continue
+        growth = p_now / p_base
+        if best is None or growth > best[0]:
+            best = (growth, key)
+    return best[1] if best else None
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """One reason to call a domain failing: how much it added, and the evidence line."""
+
+    score: float
+    evidence: str
+
+
+@dataclass(frozen=True)
+class _Slow(_Signal):
+    """A latency signal, with the share of slow calls and where the slowdown grew most."""
+
+    fraction: float
+    stage: str | None
+    component: str | None
+
+
+def _error_signal(
+    ratio: float,
+    ratio_base: float | None,
+    affected: float,
+    top_types: list[tuple[str, float]],
+    stage: str | None,
+) -> _Signal | None:
+    """An error fault: the error ratio rose past the thresholds, or is high whatever the past."""
+    excess = ratio - (ratio_base or 0.0)
+    rose = excess >= MIN_ERROR_EXCESS and ratio >= MIN_ERROR_FACTOR * (ratio_base or 0.0)
+    if not (affected >= MIN_ERROR_EVENTS and (rose or ratio >= HIGH_ERROR_RATIO)):
+        return None
+    score = max(0.0, excess, ratio if ratio >= HIGH_ERROR_RATIO else 0.0)
+    text = (
+        f"{format_percent(ratio)} of requests failed or fell back "
+        f"(baseline {format_percent(ratio_base)})"
+    )
+    if top_types:
+        text += ", mostly " + ", ".join(f"{t} ({format_count(c)})" for t, c in top_types[:2])
+    if stage:
+        text += f" at stage {stage}"
+    return _Signal(score, text)
+
+
+def _latency_signal(domain: str, now: Period, base: Period | None) -> _Slow | None:
+    """A latency fault in ``domain``: p95 at least doubled, by a noticeable amount."""
+    dist = now.latency.get(domain)
+    base_dist = base.latency.get(domain) if base is not None else None
+    if dist is None or base_dist is None:
+        return None
+    p95, p95_base = dist.quantile(QUANTILE), base_dist.quantile(QUANTILE)
+    if p95 is None or p95_base is None or p95_base <= 0:
+        return None
+    if not (
+        dist.count >= MIN_LATENCY_SAMPLES
+        and p95 >= p95_base * LATENCY_FACTOR
+        and p95 - p95_base >= MIN_LATENCY_INCREASE_S
+    ):
+        return None
+    threshold = max(p95_base * LATENCY_FACTOR, p95_base + MIN_LATENCY_INCREASE_S)
+    fraction = dist.fraction_above(threshold)
+    # Score: the share of calls this slowdown added, comparable with an error ratio's excess.
+    score = max(0.0, fraction - base_dist.fraction_above(threshold))
+    if score < MIN_SLOW_EXCESS:
+        return None
+    stage = _slowest_grown(
+        now.stage_latency.get(domain, {}),
+        base.stage_latency.get(domain, {}) if base is not None else {},
+    )
+    component = _slowest_grown(
+        now.component_latency.get(domain, {}),
+        base.component_latency.get(domain, {}) if base is not None else {},
+    )
+    evidence = (
+        f"p95 latency {format_seconds(p95)} vs {format_seconds(p95_base)} baseline "
+        f"({p95 / p95_base:.1f}x), {format_percent(fraction)} of calls slower than "
+        f"{format_seconds(threshold)}" + (f" at stage {stage}" if stage else "")
+    )
+    return _Slow(score, evidence, fraction, stage, component)
+
+
+def _quantile(dist: LatencyDistribution | None) -> float | None:
+    return dist.quantile(QUANTILE) if dist is not None else None
+
+
+def _domain(domain: str, now: Period, base: Period | None) -> DomainFigures:
+    """One domain's figures, its signals and the evidence for them."""
+    requests = now.requests
+    affected = min(now.affected[domain], requests)
+    ratio = affected / requests if requests > 0 else 0.0
+    ratio_base: float | None = None
+    fallback_base: float | None = None
+    if base is not None and base.requests > 0:
+        ratio_base = min(base.affected[domain], base.requests) / base.requests
+        fallback_base = min(base.fallbacks[domain] / base.requests, 1.0)
+    fallback_rate = min(now.fallbacks[domain] / requests, 1.0) if requests > 0 else 0.0
+    dist = now.latency.get(domain)
+    top_types = now.error_types.get(domain, Tally()).most_common(3)
+    stage = _top(now.stages.get(domain))
+    component = _top(now.components.get(domain))
+
+    errors = _error_signal(ratio, ratio_base, affected, top_types, stage)
+    slow = _latency_signal(domain, now, base)
+    found = [(name, s) for name, s in (("errors", errors), ("latency", slow)) if s is not None]
+    evidence = [s.evidence for _, s in found]
+    if slow is not None and errors is None:
+        stage = slow.stage or stage
+        component = slow.component or component
+    if domain in (n.FAULT_APP, n.FAULT_MODEL) and stage:
+        component = stage
+    if fallback_rate > 0 and found:
+        evidence.append(
+            f"fallback rate {format_percent(fallback_rate)} "
+            f"(baseline {format_percent(fallback_base)})"
+        )
+    return DomainFigures(
+        domain=domain,
+        error_ratio=ratio,
+        error_ratio_baseline=ratio_base,
+        affected=affected,
+        top_error_types=top_types,
+        p95_seconds=_quantile(dist),
+        p95_seconds_baseline=_quantile(base.latency.get(domain) if base is not None else None),
+        latency_samples=dist.count if dist is not None else 0.0,
+        slow_fraction=slow.fraction if slow is not None else 0.0,
+        fallback_rate=fallback_rate,
+        fallback_rate_baseline=fallback_base,
+        stage=stage,
+        component=component,
+        signals=[name for name, _ in found],
+        score=max((s.score for _, s in found), default=0.0),
+        evidence="; ".join(evidence),
+    )
+
+
+def analyse(
+    now: Period,
+    baseline: Period | None,
+    *,
+    source: str,
+    at: float,
+    window_seconds: float,
+    baseline_seconds: float | None,
+) -> Report:
+    """Compare ``now`` with ``baseline`` per fault domain and rank the failing domains.
+
+    A domain is failing when its error ratio rose (or is high) or its p95 stage latency at least
+    doubled; its score is the fraction of requests (or calls) the fault added, so faults rank
+    biggest first.
+    """
+    domains = {d: _domain(d, now, baseline) for d in n.FAULTS}
+    faults = sorted(
+        (Fault(f.domain, f.component, f.evidence, f.score) for f in domains.values() if f.signals),
+        key=lambda f: (-f.score, n.FAULTS.index(f.domain)),
+    )
+    return Report(
+        source=source,
+        at=at,
+        window_seconds=window_seconds,
+        baseline_seconds=baseline_seconds,
+        requests=now.requests,
+        requests_baseline=baseline.requests if baseline is not None else 0.0,
+        domains=domains,
+        faults=faults,
+    )

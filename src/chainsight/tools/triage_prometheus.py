@@ -1,0 +1,312 @@
+"""Triage source: the Prometheus HTTP API (``/api/v1/query``).
+
+Each period is a set of ``increase()`` instant queries over chainsight's counters and
+histograms: requests by fault and outcome, stage errors, GenAI calls, fallbacks and latency
+buckets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from chainsight import _names as n
+from chainsight.errors import TriageError
+from chainsight.tools.triage_analysis import Report, analyse
+from chainsight.tools.triage_figures import (
+    FAILED_OUTCOMES,
+    BucketLatency,
+    Period,
+    Tally,
+    domain_of_kind,
+)
+from chainsight.tools.triage_units import format_duration
+
+__all__ = ["from_prometheus"]
+
+# error.type values of a model-call failure that are the app's or the model's, not the provider's.
+_NOT_PROVIDER_ERRORS: Final = frozenset(
+    {
+        n.ERR_BAD_REQUEST,
+        n.ERR_AUTH,
+        n.ERR_NOT_FOUND,
+        n.ERR_CONTEXT_LENGTH,
+        n.ERR_VALIDATION_FAILED,
+        n.ERR_EMPTY_OUTPUT,
+        n.ERR_CONTENT_FILTER,
+        n.ERR_MALFORMED_OUTPUT,
+        n.ERR_BUDGET_EXCEEDED,
+    }
+)
+
+
+class _Prometheus:
+    """A minimal client of ``/api/v1/query`` whose errors say which URL and what failed."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise TriageError(
+                f"--prometheus {url!r} is not an HTTP URL; give the server's base URL, "
+                "e.g. http://127.0.0.1:9090"
+            )
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
+        """The instant vector ``expr`` evaluates to at ``at``; raise :class:`TriageError`."""
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        endpoint = f"{self.url}/api/v1/query"
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
+                f"{endpoint}?{params}", timeout=self.timeout
+            ) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = _prometheus_error(exc.read())
+            raise TriageError(
+                f"Prometheus at {self.url} answered HTTP {exc.code} to {endpoint}"
+                f"{': ' + detail if detail else ''} (query: {expr})"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TriageError(
+                f"cannot reach Prometheus at {self.url}: {reason}; check the URL and that "
+                "Prometheus is running"
+            ) from None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise TriageError(
+                f"{endpoint} did not answer JSON; is {self.url} a Prometheus server?"
+            ) from None
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            detail = _prometheus_error(body) or "no error given"
+            raise TriageError(f"Prometheus at {self.url} refused the query {expr}: {detail}")
+        data = payload.get("data") or {}
+        result = data.get("result") if isinstance(data, dict) else None
+        if data.get("resultType") != "vector" or not isinstance(result, list):
+            raise TriageError(f"Prometheus at {self.url} gave an unexpected answer to {expr}")
+        return result
+
+
+def _prometheus_error(body: bytes) -> str:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:200].strip()
+    if isinstance(payload, dict):
+        return f"{payload.get('errorType', '')}: {payload.get('error', '')}".strip(": ")
+    return ""
+
+
+def _value(sample: Mapping[str, Any]) -> float:
+    try:
+        value = float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _le(text: str) -> float:
+    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+
+
+def _increase(metric: str, by: Sequence[str], selector: str, window: float) -> str:
+    return f"sum by ({', '.join(by)}) (increase({metric}{{{selector}}}[{format_duration(window)}]))"
+
+
+_GENAI_BY: Final = (n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL)
+
+
+@dataclass(frozen=True)
+class _Increases:
+    """The ``increase()`` queries of one period: the ``window`` seconds before ``at``."""
+
+    client: _Prometheus
+    selector: str
+    at: float
+    window: float
+
+    def by(self, metric: str, labels: Sequence[str]) -> list[dict[str, Any]]:
+        """``sum by (labels) (increase(metric{selector}[window]))`` at the end of the period."""
+        return self.client.query(_increase(metric, labels, self.selector, self.window), self.at)
+
+
+def _prometheus_period(client: _Prometheus, selector: str, at: float, window: float) -> Period:
+    """The figures of the ``window`` seconds before ``at``, from chainsight's metrics."""
+    period = Period()
+    increases = _Increases(client, selector, at, window)
+    _fill_requests(period, increases)
+    _fill_stage_errors(period, increases)
+    _fill_provider_components(period, increases)
+    _fill_fallbacks(period, increases)
+    _fill_bucket_latency(period, increases)
+    return period
+
+
+def _fill_requests(period: Period, increases: _Increases) -> None:
+    """Requests finished, and those that failed, by the fault domain of the request."""
+    for sample in increases.by(n.M_REQUESTS + "_total", (n.L_FAULT, n.L_OUTCOME)):
+        labels, value = sample.get("metric", {}), _value(sample)
+        period.requests += value
+        fault = labels.get(n.L_FAULT)
+        if labels.get(n.L_OUTCOME) in FAILED_OUTCOMES and fault in n.FAULTS:
+            period.affected[fault] += value
+
+
+def _fill_stage_errors(period: Period, increases: _Increases) -> None:
+    """Per domain: the stage its errors most likely started in, their types and components."""
+    by_fault_request = Tally(period.affected)
+    stage_errors = increases.by(
+        n.M_STAGE_ERRORS + "_total", (n.L_STAGE, n.L_KIND, n.L_SYSTEM, n.L_FAULT, n.L_ERROR_TYPE)
+    )
+    per_stage: dict[str, Tally] = defaultdict(Tally)
+    per_type: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    kinds: dict[str, str] = {}
+    systems: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    for sample in stage_errors:
+        labels, value = sample.get("metric", {}), _value(sample)
+        fault = labels.get(n.L_FAULT)
+        if fault not in n.FAULTS or value <= 0:
+            continue
+        stage = labels.get(n.L_STAGE, "")
+        per_stage[fault][stage] += value
+        per_type[(fault, stage)][labels.get(n.L_ERROR_TYPE, "unknown")] += value
+        kinds[stage] = labels.get(n.L_KIND, "")
+        if labels.get(n.L_SYSTEM):
+            systems[(fault, stage)][labels[n.L_SYSTEM]] += value
+    for fault, stages in per_stage.items():
+        top_stage = _pick_stage(stages, kinds, fault)
+        top_count = max(stages.values())
+        period.stages[fault] = Tally({top_stage: top_count})
+        period.errors[fault] = top_count
+        period.affected[fault] = max(by_fault_request[fault], top_count)
+        period.error_types[fault] = per_type[(fault, top_stage)]
+        if fault in (n.FAULT_VECTOR_STORE, n.FAULT_PROVIDER) and systems[(fault, top_stage)]:
+            period.components[fault] = systems[(fault, top_stage)]
+        else:
+            period.components[fault] = Tally({top_stage: top_count})
+
+
+def _fill_provider_components(period: Period, increases: _Increases) -> None:
+    """The provider/model pairs behind the provider's errors, from the GenAI call counts."""
+    calls = increases.by(
+        n.M_GEN_AI_OPERATION_DURATION + "_count", (*_GENAI_BY, n.L_GEN_AI_ERROR_TYPE)
+    )
+    provider_errors: Tally = Tally()
+    for sample in calls:
+        labels, value = sample.get("metric", {}), _value(sample)
+        error_type = labels.get(n.L_GEN_AI_ERROR_TYPE, "")
+        if value > 0 and error_type and error_type not in _NOT_PROVIDER_ERRORS:
+            provider_errors[_genai_component(labels)] += value
+    if provider_errors:
+        # The GenAI metric knows provider *and* model; the stage metric only its system label.
+        period.components[n.FAULT_PROVIDER] = provider_errors
+
+
+def _fill_fallbacks(period: Period, increases: _Increases) -> None:
+    """Fallbacks by the domain of the stage that fell back; each touched a request."""
+    for sample in increases.by(n.M_FALLBACKS + "_total", (n.L_KIND,)):
+        domain = domain_of_kind(sample.get("metric", {}).get(n.L_KIND, ""))
+        period.fallbacks[domain] += _value(sample)
+        period.affected[domain] = max(period.affected[domain], period.fallbacks[domain])
+
+
+def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
+    """Latency histograms by domain and stage, and the provider's by provider/model."""
+    latency: dict[str, BucketLatency] = {}
+    by_stage: dict[str, dict[str, BucketLatency]] = defaultdict(dict)
+    by_component: dict[str, BucketLatency] = {}
+    stage_buckets = increases.by(n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, "le"))
+    for sample in stage_buckets:
+        labels, value = sample.get("metric", {}), _value(sample)
+        domain = domain_of_kind(labels.get(n.L_KIND, ""))
+        bound = _le(labels.get("le", "+Inf"))
+        latency.setdefault(domain, BucketLatency()).add(bound, value)
+        by_stage[domain].setdefault(labels.get(n.L_STAGE, ""), BucketLatency()).add(bound, value)
+    genai_buckets = increases.by(n.M_GEN_AI_OPERATION_DURATION + "_bucket", (*_GENAI_BY, "le"))
+    for sample in genai_buckets:
+        labels = sample.get("metric", {})
+        by_component.setdefault(_genai_component(labels), BucketLatency()).add(
+            _le(labels.get("le", "+Inf")), _value(sample)
+        )
+    period.latency, period.stage_latency = latency, by_stage
+    period.component_latency = {n.FAULT_PROVIDER: by_component}
+
+
+def _pick_stage(stages: Mapping[str, float], kinds: Mapping[str, str], domain: str) -> str:
+    """The stage most affected by ``domain``'s errors, from per-stage error counts.
+
+    An error passes through every enclosing stage and each counts it, so counts tie; among the
+    stages within 5% of the top count, one whose kind belongs to the domain wins (the retrieval
+    stage for a vector store fault), since it is most likely where the error started.
+    """
+    top = max(stages.values())
+    close = [stage for stage, count in stages.items() if count >= 0.95 * top]
+    close.sort(key=lambda stage: (domain_of_kind(kinds.get(stage, "")) != domain, -stages[stage]))
+    return close[0]
+
+
+def _genai_component(labels: Mapping[str, str]) -> str:
+    provider = labels.get(n.L_GEN_AI_PROVIDER_NAME, "")
+    model = labels.get(n.L_GEN_AI_REQUEST_MODEL, "")
+    return f"{provider}/{model}" if provider and model else provider or model or "unknown"
+
+
+def from_prometheus(
+    url: str,
+    *,
+    window: float = 600.0,
+    baseline: float = 3600.0,
+    at: float | None = None,
+    selector: str = "",
+    timeout: float = 10.0,
+) -> Report:
+    """Triage from Prometheus: ``increase()`` over the last ``window`` vs the ``baseline`` before.
+
+    ``selector`` holds extra label matchers (``job="bot",namespace="prod"``) added to every
+    query. Raises :class:`TriageError` when Prometheus is unreachable, refuses a query, has no
+    chainsight series or saw no request finish in the window.
+    """
+    client = _Prometheus(url, timeout)
+    when = at if at is not None else time.time()
+    selector = selector.strip().strip("{}").strip()
+    # A range function, not an instant selector: after a target stops, staleness markers hide
+    # its series from instant queries, and looking back at an incident must still work.
+    present = client.query(
+        f"count(count_over_time({n.M_REQUESTS}_total{{{selector}}}[{format_duration(window)}]))",
+        when,
+    )
+    if not present:
+        where = f" matching {{{selector}}}" if selector else ""
+        raise TriageError(
+            f"Prometheus at {client.url} has no {n.M_REQUESTS}_total series{where}: it is "
+            "empty or does not scrape a chainsight app. Check its targets page "
+            f"({client.url}/targets) and that the app serves /metrics "
+            "(configure(metrics_port=...))"
+        )
+    now = _prometheus_period(client, selector, when, window)
+    if now.requests <= 0:
+        raise TriageError(
+            f"Prometheus at {client.url} has chainsight series but no request finished in the "
+            f"last {format_duration(window)}; there is no traffic to judge. Widen --window or "
+            "check that the app is receiving requests"
+        )
+    before = _prometheus_period(client, selector, when - window, baseline)
+    return analyse(
+        now,
+        before,
+        source=f"prometheus {client.url}",
+        at=when,
+        window_seconds=window,
+        baseline_seconds=baseline,
+    )
