@@ -821,3 +821,56 @@ def test_ok_exemplars_are_rate_limited_but_failures_always_attach(
     # Without the rate limit each observation would overwrite it: the last ok span would show.
     assert oks[0].span_id in ids
     assert oks[-1].span_id not in ids
+
+
+# --- children by label name ---------------------------------------------------------------
+
+
+def _families(metrics: Any) -> dict[str, Any]:
+    from chainsight.export.metric_families import Family
+
+    return {k: v for k, v in vars(metrics).items() if isinstance(v, Family)}
+
+
+def test_each_family_takes_its_label_values_by_name_in_declared_order() -> None:
+    import inspect
+
+    from chainsight.export.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), None)
+    families = _families(metrics)
+    assert len(families) == 22
+    for attr, family in families.items():
+        params = inspect.signature(family.child).parameters.values()
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), attr
+        assert tuple(p.name for p in params) == family.labelnames, attr
+        assert tuple(family.metric._labelnames) == family.labelnames, attr
+
+
+def test_children_are_cached_and_are_the_labelled_series() -> None:
+    from chainsight.export.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, None)
+    stage, system = metrics.guarded("stage", "search"), metrics.guarded("system", "qdrant")
+    error_type = metrics.guarded("error_type", "timeout")
+    labels = {"stage": stage, "kind": "retrieval", "system": system, "fault": "vector_store",
+              "error_type": error_type}  # fmt: skip
+    child = metrics.stage_errors.child(**labels)
+    again = metrics.stage_errors.child(**labels)
+    assert child is again
+    child.inc()
+    assert registry.get_sample_value("chainsight_stage_errors_total", labels) == 1
+
+
+def test_one_guard_key_per_label_name() -> None:
+    from chainsight.export.metrics import GUARD_KEYS
+
+    overflows: list[str] = []
+    guard = LabelGuard({"tenant": 1}, overflows.append)
+    assert guard.guarded("tenant", "a") == "a"
+    # the name and its (metric, label) pair are the same set of admitted values
+    metric, label = GUARD_KEYS["tenant"]
+    assert guard(metric, label, "b") == n.OVERFLOW_VALUE
+    assert guard.guarded("tenant", "a") == "a"
+    assert overflows == ["tenant"]

@@ -1,30 +1,73 @@
-"""Prometheus metrics: definitions, the cardinality guard, cached children, exposure.
+"""Prometheus metrics: the families of a registry, the cardinality guard, exposure.
 
-Every family is created once per registry. On the request path a metric update is a dict lookup
-for the labelled child (cached by label tuple; ``.labels()`` only the first time) and one
-``inc``/``observe``. Label values that come from users (tenant, feature, model, error types…) pass
-the cardinality guard first: past a per-label limit of distinct values they become ``__other__``
-and ``chainsight_label_overflow_total{label}`` counts it.
+Every family is created once per registry (the families themselves are in
+``export.metric_families``). On the request path a metric update is a dict lookup for the labelled
+child (``family.child(label=value, ...)``, cached by label values; ``.labels()`` only the first
+time) and one ``inc``/``observe``. Label values that come from users (tenant, feature, model,
+error types…) pass the cardinality guard first, through :meth:`Metrics.guarded` and the one table
+of guard keys below: past a per-label limit of distinct values they become ``__other__`` and
+``chainsight_label_overflow_total{label}`` counts it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Final, Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from chainsight import _names as n
 from chainsight.errors import ConfigurationError
+from chainsight.export import metric_families as f
+from chainsight.export.metric_families import Guarded, RequestLabels, StageLabels
 
-__all__ = ["LabelGuard", "Metrics", "MetricsApp", "metrics_for"]
+__all__ = ["GUARD_KEYS", "GuardedLabel", "LabelGuard", "Metrics", "MetricsApp", "metrics_for"]
 
 DEFAULT_LABEL_LIMIT: Final = 100
 MAX_LABEL_LENGTH: Final = 128
+_EMPTY: Final = Guarded("")
+_OVERFLOW: Final = Guarded(n.OVERFLOW_VALUE)
+
+
+# Where each user-supplied label value is bounded: the guard's (metric, label) key, written once
+# here. A key names one set of admitted values, shared by every family that shows the label: the
+# stage name and system on every stage family, the feature, tenant and team on every usage family.
+GuardedLabel = Literal[
+    "stage",
+    "system",
+    "feature",
+    "tenant",
+    "team",
+    "validator",
+    "to",
+    "reason",
+    "error_type",
+    "gen_ai_request_model",
+    "provider",
+    "model",
+    "unpriced_provider",
+    "unpriced_model",
+]
+GUARD_KEYS: Final[Mapping[GuardedLabel, tuple[str, str]]] = {
+    "stage": (n.M_STAGE_DURATION, n.L_STAGE),
+    "system": (n.M_STAGE_DURATION, n.L_SYSTEM),
+    "feature": (n.M_REQUESTS, n.L_FEATURE),
+    "tenant": (n.M_TOKENS, n.L_TENANT),
+    "team": (n.M_COST_USD, n.L_TEAM),
+    "validator": (n.M_VALIDATIONS, n.L_VALIDATOR),
+    "to": (n.M_FALLBACKS, n.L_TO),
+    "reason": (n.M_FALLBACKS, n.L_REASON),
+    "error_type": (n.M_STAGE_ERRORS, n.L_ERROR_TYPE),
+    "gen_ai_request_model": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_REQUEST_MODEL),
+    "provider": (n.M_TOKENS, n.L_PROVIDER),
+    "model": (n.M_TOKENS, n.L_MODEL),
+    "unpriced_provider": (n.M_UNPRICED_CALLS, n.L_PROVIDER),
+    "unpriced_model": (n.M_UNPRICED_CALLS, n.L_MODEL),
+}
 
 
 class LabelGuard:
@@ -33,14 +76,16 @@ class LabelGuard:
     Memory stays flat under hostile input: at most ``limit`` remembered values per pair.
     """
 
-    __slots__ = ("_default", "_limits", "_lock", "_on_overflow", "_seen")
+    __slots__ = ("_default", "_keys", "_limits", "_lock", "_on_overflow", "_seen")
 
     def __init__(
         self, limits: Mapping[str, int] | None, on_overflow: Callable[[str], None]
     ) -> None:
         self._limits: dict[str, int] = dict(limits or {})
         self._default = self._limits.pop("*", DEFAULT_LABEL_LIMIT)
-        self._seen: dict[tuple[str, str], set[str]] = {}
+        self._seen: dict[tuple[str, str], set[Guarded]] = {}
+        # GUARD_KEYS, plus the (metric, label) pairs __call__ was given, each its own key.
+        self._keys: dict[Hashable, tuple[str, str]] = dict(GUARD_KEYS.items())
         self._on_overflow = on_overflow
         self._lock = threading.Lock()
 
@@ -54,14 +99,26 @@ class LabelGuard:
         self._default = new.pop("*", DEFAULT_LABEL_LIMIT)
         self._limits = new
 
-    def __call__(self, metric: str, label: str, value: object) -> str:
+    def __call__(self, metric: str, label: str, value: object) -> Guarded:
         """The value to use for ``label`` on ``metric``: normalised, or ``__other__``."""
-        if value is None:
-            return ""
-        text = value if type(value) is str else str(value)
-        if len(text) > MAX_LABEL_LENGTH:
-            text = text[:MAX_LABEL_LENGTH]
         key = (metric, label)
+        self._keys.setdefault(key, key)  # the pair names itself
+        return self.guarded(key, value)  # type: ignore[arg-type]
+
+    def guarded(self, label: GuardedLabel, value: object) -> Guarded:
+        """The value to use for ``label`` (a name of :data:`GUARD_KEYS`): normalised, or
+        ``__other__`` past the label's limit.
+
+        Each call is one look at the guard (an overflow is counted per call), so callers guard
+        a value once where it enters (the spec, the request, the verb) and reuse the result.
+        """
+        if value is None:
+            return _EMPTY
+        # The one place a label value becomes Guarded (typed so, not wrapped: no call per use).
+        text: Guarded = value if type(value) is str else str(value)  # type: ignore[assignment]
+        if len(text) > MAX_LABEL_LENGTH:
+            text = text[:MAX_LABEL_LENGTH]  # type: ignore[assignment]
+        key = self._keys[label]
         seen = self._seen.get(key)
         if seen is not None and text in seen:
             return text
@@ -69,11 +126,11 @@ class LabelGuard:
             seen = self._seen.setdefault(key, set())
             if text in seen:
                 return text
-            if len(seen) < self._limits.get(label, self._default):
+            if len(seen) < self._limits.get(key[1], self._default):
                 seen.add(text)
                 return text
-        self._on_overflow(label)
-        return n.OVERFLOW_VALUE
+        self._on_overflow(key[1])
+        return _OVERFLOW
 
 
 def validate_label_limits(limits: object) -> dict[str, int] | None:
@@ -145,7 +202,11 @@ class _BudgetCollector(Collector):
 
 
 class Metrics:
-    """All of chainsight's metric families in one registry, with cached children."""
+    """All of chainsight's metric families in one registry, with cached children.
+
+    Each family is an attribute with a typed ``child(label=value, ...)``; user-supplied label
+    values go through ``guarded`` (:meth:`LabelGuard.guarded`) or the label records first.
+    """
 
     def __init__(self, registry: CollectorRegistry, label_limits: Mapping[str, int] | None) -> None:
         self.registry = registry
@@ -154,148 +215,36 @@ class Metrics:
         # What configure() asked for: with port 0 the bound port differs from the request.
         self._requested: tuple[str, int] | None = None
         self.guard = LabelGuard(label_limits, self._overflow)
-        self._children: dict[tuple[Any, ...], Any] = {}
+        # ``metrics.guarded("tenant", value)``: the guard itself, no call in between.
+        self.guarded = self.guard.guarded
         r = registry
-
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, registry=r)
-
-        def histogram(
-            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-        ) -> Histogram:
-            return Histogram(name, doc, labels, registry=r, buckets=buckets)
-
-        L = n
-        self.label_overflow = counter(
-            n.M_LABEL_OVERFLOW,
-            "Label values replaced by __other__ by the cardinality guard.",
-            (L.L_LABEL,),
-        )
-        self.internal_errors = counter(
-            n.M_INTERNAL_ERRORS,
-            "Errors inside chainsight (caught; the app was not affected), by where.",
-            (L.L_WHERE,),
-        )
-        self.export_failures = counter(
-            n.M_EXPORT_FAILURES,
-            "Telemetry items that could not be exported (failed or dropped), by signal.",
-            (L.L_SIGNAL,),
-        )
-        self.requests = counter(
-            n.M_REQUESTS,
-            "Finished requests by outcome and the fault domain where a failure started.",
-            (L.L_REQUEST, L.L_FEATURE, L.L_OUTCOME, L.L_FAULT, L.L_RELEASE),
-        )
-        self.request_duration = histogram(
-            n.M_REQUEST_DURATION,
-            "Request duration in seconds.",
-            (L.L_REQUEST, L.L_OUTCOME, L.L_RELEASE),
-            n.LATENCY_BUCKETS,
-        )
-        self.stage_duration = histogram(
-            n.M_STAGE_DURATION,
-            "Stage duration in seconds.",
-            (L.L_STAGE, L.L_KIND, L.L_SYSTEM, L.L_OUTCOME, L.L_RELEASE),
-            n.LATENCY_BUCKETS,
-        )
-        self.stage_errors = counter(
-            n.M_STAGE_ERRORS,
-            "Stages that ended in error (or fell back), by fault domain of the error's origin.",
-            (L.L_STAGE, L.L_KIND, L.L_SYSTEM, L.L_FAULT, L.L_ERROR_TYPE),
-        )
-        self.fallbacks = counter(
-            n.M_FALLBACKS,
-            "Fallback activations.",
-            (L.L_STAGE, L.L_KIND, L.L_TO, L.L_REASON),
-        )
-        self.tokens = counter(
-            n.M_TOKENS,
-            "Tokens used, by type (input counts cached tokens too).",
-            (L.L_PROVIDER, L.L_MODEL, L.L_TOKEN_TYPE, L.L_FEATURE, L.L_TENANT),
-        )
-        self.cost = counter(
-            n.M_COST_USD,
-            "Estimated spend in USD from the price table.",
-            (L.L_PROVIDER, L.L_MODEL, L.L_FEATURE, L.L_TENANT, L.L_TEAM),
-        )
-        self.request_cost = histogram(
-            n.M_REQUEST_COST_USD,
-            "Estimated cost of one request in USD.",
-            (L.L_REQUEST, L.L_FEATURE),
-            n.COST_BUCKETS,
-        )
-        self.unpriced = counter(
-            n.M_UNPRICED_CALLS,
-            "Model calls whose cost is unknown (model not in the price table).",
-            (L.L_PROVIDER, L.L_MODEL),
-        )
-        self.retrieval_documents = histogram(
-            n.M_RETRIEVAL_DOCUMENTS,
-            "Documents returned per retrieval.",
-            (L.L_STAGE, L.L_SYSTEM),
-            n.DOCUMENT_COUNT_BUCKETS,
-        )
-        self.retrieval_empty = counter(
-            n.M_RETRIEVAL_EMPTY,
-            "Retrievals that returned no documents.",
-            (L.L_STAGE, L.L_SYSTEM),
-        )
-        self.retrieval_duplicates = counter(
-            n.M_RETRIEVAL_DUPLICATES,
-            "Duplicate document ids returned by retrievals.",
-            (L.L_STAGE, L.L_SYSTEM),
-        )
-        self.retrieval_top_score = histogram(
-            n.M_RETRIEVAL_TOP_SCORE,
-            "Best relevance score per retrieval.",
-            (L.L_STAGE, L.L_SYSTEM),
-            n.SCORE_BUCKETS,
-        )
-        self.validations = counter(
-            n.M_VALIDATIONS,
-            "Output validations by result (passed or failed).",
-            (L.L_STAGE, L.L_VALIDATOR, L.L_RESULT),
-        )
-        self.budget_rejections = counter(
-            n.M_BUDGET_REJECTIONS,
-            "Model stages refused because a hard budget was spent.",
-            (L.L_BUDGET,),
-        )
-        self.in_flight = Gauge(
-            n.M_IN_FLIGHT,
-            "Requests in progress.",
-            (L.L_REQUEST,),
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.gen_ai_duration = histogram(
-            n.M_GEN_AI_OPERATION_DURATION,
-            "GenAI operation duration (OpenTelemetry GenAI semantic conventions).",
-            (
-                L.L_GEN_AI_OPERATION_NAME,
-                L.L_GEN_AI_PROVIDER_NAME,
-                L.L_GEN_AI_REQUEST_MODEL,
-                L.L_GEN_AI_ERROR_TYPE,
-            ),
-            n.OPERATION_DURATION_BUCKETS,
-        )
-        self.gen_ai_tokens = histogram(
-            n.M_GEN_AI_TOKEN_USAGE,
-            "Tokens per GenAI operation (OpenTelemetry GenAI semantic conventions).",
-            (
-                L.L_GEN_AI_OPERATION_NAME,
-                L.L_GEN_AI_PROVIDER_NAME,
-                L.L_GEN_AI_REQUEST_MODEL,
-                L.L_GEN_AI_TOKEN_TYPE,
-            ),
-            n.TOKEN_USAGE_BUCKETS,
-        )
-        self.gen_ai_ttfc = histogram(
-            n.M_GEN_AI_TTFC,
-            "Time to the first chunk of a streamed GenAI response.",
-            (L.L_GEN_AI_OPERATION_NAME, L.L_GEN_AI_PROVIDER_NAME, L.L_GEN_AI_REQUEST_MODEL),
-            n.OPERATION_DURATION_BUCKETS,
-        )
+        # chainsight about itself
+        self.label_overflow = f.LabelOverflow(r)
+        self.internal_errors = f.InternalErrors(r)
+        self.export_failures = f.ExportFailures(r)
+        # requests and stages
+        self.requests = f.Requests(r)
+        self.request_duration = f.RequestDuration(r)
+        self.stage_duration = f.StageDuration(r)
+        self.stage_errors = f.StageErrors(r)
+        self.fallbacks = f.Fallbacks(r)
+        # usage and cost
+        self.tokens = f.Tokens(r)
+        self.cost = f.Cost(r)
+        self.request_cost = f.RequestCost(r)
+        self.unpriced = f.Unpriced(r)
+        # retrieval health, validations, budgets, load
+        self.retrieval_documents = f.RetrievalDocuments(r)
+        self.retrieval_empty = f.RetrievalEmpty(r)
+        self.retrieval_duplicates = f.RetrievalDuplicates(r)
+        self.retrieval_top_score = f.RetrievalTopScore(r)
+        self.validations = f.Validations(r)
+        self.budget_rejections = f.BudgetRejections(r)
+        self.in_flight = f.InFlight(r)
+        # OpenTelemetry GenAI semantic conventions
+        self.gen_ai_duration = f.GenAIDuration(r)
+        self.gen_ai_tokens = f.GenAITokens(r)
+        self.gen_ai_ttfc = f.GenAITimeToFirstChunk(r)
         self.release_collector = _ReleaseCollector()
         self.budget_collector = _BudgetCollector()
         r.register(self.release_collector)
@@ -303,29 +252,40 @@ class Metrics:
 
     # --- self-telemetry -------------------------------------------------------------------
     def _overflow(self, label: str) -> None:
-        self.child(self.label_overflow, label).inc()
+        self.label_overflow.child(label=label).inc()
 
     def internal_error(self, where: str) -> None:
         """Count an internal error at ``where`` (a fixed, code-chosen string)."""
-        self.child(self.internal_errors, where).inc()
+        self.internal_errors.child(where=where).inc()
 
     def invalid(self, verb: str) -> None:
         """Count a bad value handed to a stage verb (dropped, never raised)."""
-        self.child(self.internal_errors, f"invalid_argument:{verb}").inc()
+        self.internal_errors.child(where=f"invalid_argument:{verb}").inc()
 
     def span_export_failed(self, count: int) -> None:
         """Count spans that failed to export or were dropped."""
-        self.child(self.export_failures, "traces").inc(count)
+        self.export_failures.child(signal="traces").inc(count)
 
-    # --- children ------------------------------------------------------------------------
-    def child(self, family: Any, *labels: str) -> Any:
-        """The labelled child of ``family``, cached by label values (labels must be guarded)."""
-        key = (family, *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = family.labels(*labels)
-            self._children[key] = found
-        return found
+    # --- labels ---------------------------------------------------------------------------
+    def stage_labels(self, name: str, kind: str, system: str) -> StageLabels:
+        """A stage's own labels: its name and system guarded, its kind as it is."""
+        return StageLabels(self.guarded("stage", name), kind, self.guarded("system", system))
+
+    def request_labels(self, feature: object, tenant: object, team: object) -> RequestLabels:
+        """The labels a request gives the usage and cost of its stages, guarded."""
+        return RequestLabels(
+            self.guarded("feature", feature),
+            self.guarded("tenant", tenant),
+            self.guarded("team", team),
+        )
+
+    def child(self, family: f.Family[Any], *labels: str) -> Any:
+        """The child of ``family`` for label values given by position (uncached).
+
+        Kept for callers outside the request path written before the families took label names;
+        new code calls ``family.child(name=value, ...)``.
+        """
+        return family.labels(*labels)
 
     def set_release(
         self, release_id: str, release: Mapping[str, str], *, service: str, environment: str
