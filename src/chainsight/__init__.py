@@ -13,14 +13,9 @@ from chainsight.errors import (
     ChainsightError,
     ConfigurationError,
 )
-from chainsight.stages.wrappers import (
-    Stage,
-    current_stage,
-    register_stage_kind,
-    request,
-    stage,
-    traced_stage,
-)
+from chainsight.stages.kinds import register_stage_kind
+from chainsight.stages.stage import Stage
+from chainsight.stages.wrappers import current_stage, request, stage, traced_stage
 
 __all__ = [
     "Budget",

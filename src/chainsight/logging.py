@@ -19,13 +19,14 @@ from typing import Any
 
 from chainsight.config.configure import configure
 from chainsight.errors import ConfigurationError
-from chainsight.stages import wrappers as _stage
 from chainsight.stages.log import (
     CONTEXT_FIELDS,
     NO_CONTEXT,
     STAGE_LOGGER_NAME,
     context_of,
 )
+from chainsight.stages.stage import NoopStage
+from chainsight.stages.wrappers import current_stage
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -57,9 +58,8 @@ def add_trace_context(
             value = getattr(record, key, None)
             if value is not None:
                 event_dict.setdefault(key, value)
-    # Typed as object: outside a stage current_stage() gives the no-op stage, not a Stage.
-    stage: object = _stage.current_stage()
-    if not isinstance(stage, _stage.Stage):
+    stage = current_stage()
+    if isinstance(stage, NoopStage):  # outside any stage (or chainsight is off)
         return event_dict
     for key, value in context_of(stage).pairs:
         if key not in event_dict:
@@ -94,8 +94,8 @@ class TraceContextFilter(logging.Filter):
         """Add the trace context to ``record``; False only for records outside ``name``."""
         if not super().filter(record):
             return False
-        stage: object = _stage.current_stage()
-        values = context_of(stage).values if isinstance(stage, _stage.Stage) else NO_CONTEXT
+        stage = current_stage()
+        values = NO_CONTEXT if isinstance(stage, NoopStage) else context_of(stage).values
         missing = self.missing
         for key, value in zip(CONTEXT_FIELDS, values, strict=True):
             current = getattr(record, key, None)

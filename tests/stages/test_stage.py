@@ -643,7 +643,7 @@ def test_verbs_outside_any_stage_are_noops() -> None:
 def test_exception_in_chainsight_never_reaches_app(
     chainsight_capture: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chainsight.stages import wrappers as _stage
+    from chainsight.stages import lifecycle as _stage
 
     monkeypatch.setenv("CHAINSIGHT_RAISE_INTERNAL_ERRORS", "0")
     chainsight.configure(service="no-raise")
@@ -668,7 +668,7 @@ def test_exception_in_chainsight_never_reaches_app(
 def test_internal_error_logged_once(
     chainsight_capture: Capture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from chainsight.stages import wrappers as _stage
+    from chainsight.stages import lifecycle as _stage
 
     monkeypatch.setenv("CHAINSIGHT_RAISE_INTERNAL_ERRORS", "0")
     chainsight.configure(service="no-raise")
@@ -837,3 +837,85 @@ def test_async_generator_protocol_is_forwarded(chainsight_capture: Capture, enab
         assert chainsight_capture.stage(name="echo").outcome == "cancelled"
     else:
         assert chainsight_capture.stages == []
+
+
+# --- the no-op stage ----------------------------------------------------------------------
+
+
+def _public_verbs(cls: type) -> dict[str, Any]:
+    """Public methods and properties defined on ``cls`` itself (slots are state, not verbs)."""
+    return {
+        name: member
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
+    }
+
+
+def test_the_noop_stage_overrides_every_public_verb_of_stage() -> None:
+    from chainsight.stages.stage import NoopStage
+
+    verbs = _public_verbs(chainsight.Stage)
+    assert {"set", "record_usage", "fallback", "trace_id", "kind"} <= set(verbs)
+    overridden = _public_verbs(NoopStage)
+    assert sorted(verbs) == sorted(overridden), "a Stage verb the no-op stage does not override"
+    for name, member in verbs.items():
+        if inspect.isfunction(member):
+            assert inspect.signature(member) == inspect.signature(overridden[name]), name
+
+
+def test_outside_any_stage_the_noop_is_a_stage_and_does_nothing() -> None:
+    s = chainsight.current_stage()
+    assert isinstance(s, chainsight.Stage)
+    assert (s.trace_id, s.span_id, s.kind, s.name) == (None, None, "none", "none")
+    assert repr(s) == "<chainsight.Stage (none)>"
+    assert s.set(a=1) is None
+    assert s.record_usage(input_tokens=1) is None
+    assert s.record_response({"usage": {}}) is None
+    assert s.record_content(query="q") is None
+    assert s.record_documents(count=1) is None
+    assert s.record_validation(passed=True) is None
+    assert s.fallback(to="x") is None
+
+
+def test_a_stage_yields_the_noop_stage_when_off(chainsight_capture: Capture) -> None:
+    chainsight.configure(enabled=False)
+    with chainsight.request("r") as r, chainsight.stage("tool") as s:
+        assert isinstance(s, chainsight.Stage)
+        assert s is r is chainsight.current_stage()
+        assert s.trace_id is None
+    assert chainsight_capture.stages == []
+
+
+def test_configure_switches_decorated_functions_off_and_on_again(
+    chainsight_capture: Capture,
+) -> None:
+    @chainsight.traced_stage("tool", name="plain")
+    def plain() -> int:
+        return 1
+
+    @chainsight.traced_stage("tool", name="coro")
+    async def coro() -> int:
+        return 2
+
+    @chainsight.traced_stage("tool", name="gen")
+    def gen() -> Iterator[int]:
+        yield 3
+
+    @chainsight.traced_stage("tool", name="agen")
+    async def agen() -> AsyncIterator[int]:
+        yield 4
+
+    async def drain() -> list[int]:
+        return [item async for item in agen()]
+
+    def run_all() -> list[int]:
+        return [plain(), asyncio.run(coro()), *gen(), *asyncio.run(drain())]
+
+    assert run_all() == [1, 2, 3, 4]
+    assert len(chainsight_capture.stages) == 4
+    chainsight.configure(enabled=False)
+    assert run_all() == [1, 2, 3, 4]
+    assert len(chainsight_capture.stages) == 4
+    chainsight.configure(enabled=True)
+    assert run_all() == [1, 2, 3, 4]
+    assert len(chainsight_capture.stages) == 8

@@ -346,3 +346,31 @@ def test_a_bad_request_label_is_counted_once(chainsight_capture: Capture) -> Non
         == 1.0
     )
     assert "chainsight.tenant" not in chainsight_capture.stage(kind="request").attributes
+
+
+def test_the_stage_owns_its_usage_record(chainsight_capture: Capture) -> None:
+    # Nothing recorded, nothing allocated: the usage record appears with the first record.
+    with chainsight.request("r") as req, chainsight.stage("tool") as plain:
+        assert plain.usage is None
+        assert req.usage is None
+    with (
+        chainsight.request("r") as req,
+        chainsight.stage("model", provider="openai", model="gpt-4o") as model,
+    ):
+        model.record_usage(input_tokens=100, output_tokens=20, cached_input_tokens=40)
+        model.record_usage(input_tokens=10, output_tokens=2, model="gpt-4o-mini")
+        usage = model.usage
+        assert usage is not None
+        assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens) == (110, 22, 40)
+        assert usage.recorded
+        assert usage.model == "gpt-4o-mini"
+        assert usage.priced
+        assert usage.own_cost == usage.cost_usd > 0
+        # The request holds the totals of its stages, without having recorded usage itself.
+        totals = req.usage
+        assert totals is not None
+        assert (totals.input_tokens, totals.output_tokens) == (110, 22)
+        assert totals.cost_usd == usage.cost_usd
+        assert not totals.recorded
+    last_request = chainsight_capture.find(kind="request")[-1]
+    assert last_request.attributes["chainsight.request.input_tokens"] == 110

@@ -16,7 +16,7 @@ from chainsight.stages.redact import redact_value
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
-    from chainsight.stages.wrappers import Stage
+    from chainsight.stages.stage import Stage
 
 _EVENT_NAME: Final = "gen_ai.client.inference.operation.details"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from chainsight import _names as n
 
 if TYPE_CHECKING:
-    from chainsight.stages.wrappers import Stage
+    from chainsight.stages.stage import Stage
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -131,7 +131,10 @@ def log_stage(stage: Stage, outcome: str, duration: float) -> None:
     # Same rule as the metrics: a fault is only reported for an outcome that is not ok.
     fault = stage.fault if stage.fault is not None and outcome != n.OUTCOME_OK else None
     error_type = stage.error_type if fault is not None else None
-    cost = stage.cost_usd if stage.priced else None
+    usage = stage.usage
+    input_tokens = usage.input_tokens if usage is not None else 0
+    output_tokens = usage.output_tokens if usage is not None else 0
+    cost = usage.cost_usd if usage is not None and usage.priced else None
     fields: dict[str, Any] = {
         STAGE: name,
         KIND: stage.spec.kind,
@@ -141,8 +144,8 @@ def log_stage(stage: Stage, outcome: str, duration: float) -> None:
         ERROR_TYPE: error_type,
         BUDGET: stage.rejected_by,
         DURATION_S: duration,
-        INPUT_TOKENS: stage.input_tokens,
-        OUTPUT_TOKENS: stage.output_tokens,
+        INPUT_TOKENS: input_tokens,
+        OUTPUT_TOKENS: output_tokens,
         COST_USD: cost,
         RELEASE: release,
         TRACE_ID: trace_id,
@@ -161,9 +164,9 @@ def log_stage(stage: Stage, outcome: str, duration: float) -> None:
     if stage.rejected_by is not None:
         parts.append(f"{BUDGET}={logfmt_value(stage.rejected_by)}")
     parts.append(f"{DURATION_S}={duration:.6f}")
-    if stage.input_tokens or stage.output_tokens:
-        parts.append(f"{INPUT_TOKENS}={stage.input_tokens}")
-        parts.append(f"{OUTPUT_TOKENS}={stage.output_tokens}")
+    if input_tokens or output_tokens:
+        parts.append(f"{INPUT_TOKENS}={input_tokens}")
+        parts.append(f"{OUTPUT_TOKENS}={output_tokens}")
     if cost is not None:
         parts.append(f"{COST_USD}={cost:.8f}")
     parts.append(f"{RELEASE}={logfmt_value(release)}")

@@ -1,7 +1,9 @@
 """What a stage records about its work: tokens, cost, documents, responses, budgets.
 
-Called from the :class:`~chainsight.stages.wrappers.Stage` verbs, which catch anything raised here.
-Bad values are dropped and counted, never raised.
+Called from the :class:`~chainsight.stages.stage.Stage` verbs (through the recorder ``lifecycle``
+installs), which catch anything raised here, and from the finish path. Bad values are dropped and
+counted, never raised. A Stage's tokens and cost are written through its own methods: this module
+computes and reports them, the stage owns them.
 """
 
 from __future__ import annotations
@@ -15,18 +17,18 @@ from opentelemetry.util.types import AttributeValue
 from chainsight import _names as n
 from chainsight.config.state import report_internal
 from chainsight.errors import BudgetExceeded
+from chainsight.export.metric_families import NO_REQUEST_LABELS, RequestLabels
 from chainsight.stages.content import record_content
-from chainsight.stages.responses import ResponseInfo, StreamAccumulator
+from chainsight.stages.responses import ResponseInfo
 
 if TYPE_CHECKING:
-    from chainsight.stages.wrappers import Stage
+    from chainsight.stages.stage import Stage
 
 __all__ = [
     "apply_stream",
     "check_budget",
     "record",
     "record_documents",
-    "record_response",
     "settle_budget",
     "usage_attributes",
 ]
@@ -34,6 +36,15 @@ __all__ = [
 logger = logging.getLogger("chainsight")
 
 _MAX_COUNT: Final = 2**53
+_TOKEN_TYPES: Final = (
+    n.TOKEN_INPUT,
+    n.TOKEN_OUTPUT,
+    n.TOKEN_CACHE_READ,
+    n.TOKEN_CACHE_WRITE,
+    n.TOKEN_REASONING,
+)
+# The GenAI histogram has input and output only (the first two counts).
+_GEN_AI_TOKEN_TYPES: Final = (n.TOKEN_INPUT, n.TOKEN_OUTPUT)
 _warned_unpriced: set[str] = set()
 _WARN_LIMIT: Final = 1000
 
@@ -75,86 +86,96 @@ def record(
     inp, out, read, write, reasoning = (c or 0 for c in counts)
     # The cache parts are the more specific numbers; the input total cannot be below them.
     inp = max(inp, read + write)
-    spec, cfg = stage.spec, stage.cfg
-    model_name = model or stage.response_model or spec.model or ""
+    spec = stage.spec
+    usage = stage.usage
+    model_name = model or (usage.response_model if usage else None) or spec.model or ""
     provider_name = spec.provider or provider or spec.system or ""
 
-    stage.input_tokens += inp
-    stage.output_tokens += out
-    stage.cache_read_tokens += read
-    stage.cache_write_tokens += write
-    stage.reasoning_tokens += reasoning
-    root = stage.root
-    if root is not None and root is not stage:
-        root.input_tokens += inp
-        root.output_tokens += out
-
-    cost = _cost(stage, model_name, provider_name, inp, out, read, write, units or 0.0)
-
+    cost = _price(stage, model_name, provider_name, inp, out, read, write, units or 0.0)
     # The span attributes are written once, with the stage's final attributes (one SDK
     # validation pass instead of two per call).
-    stage.has_usage = True
-    if model and model != spec.model:
-        stage.usage_model = model
-    if cost is not None:
-        stage.own_cost = (stage.own_cost or 0.0) + cost
+    stage._add_usage(inp, out, read, write, reasoning, model, cost)
+    if cost is not None and stage.cfg.budgets is not None:
+        _spend(stage, model_name, provider_name, cost)
+    _usage_metrics(
+        stage, provider_name, model_name, counts, (inp, out, read, write, reasoning), cost
+    )
 
-    metrics = cfg.metrics
-    guard = metrics.guard
-    child = metrics.child
-    p_label = guard(n.M_TOKENS, n.L_PROVIDER, provider_name)
-    m_label = guard(n.M_TOKENS, n.L_MODEL, model_name)
+
+def _usage_metrics(
+    stage: Stage,
+    provider_name: str,
+    model_name: str,
+    given: list[int | None],
+    amounts: tuple[int, int, int, int, int],
+    cost: float | None,
+) -> None:
+    """Token and cost counters for one call, and the GenAI token histogram for GenAI stages."""
+    metrics = stage.cfg.metrics
+    provider = metrics.guarded("provider", provider_name)
+    model = metrics.guarded("model", model_name)
     feature, tenant, team = _request_labels(stage)
-    for token_type, value in (
-        (n.TOKEN_INPUT, inp),
-        (n.TOKEN_OUTPUT, out),
-        (n.TOKEN_CACHE_READ, read),
-        (n.TOKEN_CACHE_WRITE, write),
-        (n.TOKEN_REASONING, reasoning),
-    ):
+    tokens = metrics.tokens
+    for token_type, value in zip(_TOKEN_TYPES, amounts):  # noqa: B905 - both have five
         if value:
-            child(metrics.tokens, p_label, m_label, token_type, feature, tenant).inc(value)
+            tokens.child(
+                provider=provider,
+                model=model,
+                token_type=token_type,
+                feature=feature,
+                tenant=tenant,
+            ).inc(value)
+    spec = stage.spec
     if spec.is_genai:
-        op = spec.operation or ""
-        g_model = guard(n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_REQUEST_MODEL, model_name)
-        if counts[0] is not None:
-            child(metrics.gen_ai_tokens, op, stage.labels[2], g_model, n.TOKEN_INPUT).observe(inp)
-        if counts[1] is not None:
-            child(metrics.gen_ai_tokens, op, stage.labels[2], g_model, n.TOKEN_OUTPUT).observe(out)
+        operation = spec.operation or ""
+        system = stage.labels.system
+        request_model = metrics.guarded("gen_ai_request_model", model_name)
+        for token_type, count, value in zip(_GEN_AI_TOKEN_TYPES, given, amounts):  # noqa: B905
+            if count is not None:  # the histogram has input and output only: zip stops there
+                metrics.gen_ai_tokens.child(
+                    gen_ai_operation_name=operation,
+                    gen_ai_provider_name=system,
+                    gen_ai_request_model=request_model,
+                    gen_ai_token_type=token_type,
+                ).observe(value)
     if cost is not None:
-        child(metrics.cost, p_label, m_label, feature, tenant, team).inc(cost)
+        metrics.cost.child(
+            provider=provider, model=model, feature=feature, tenant=tenant, team=team
+        ).inc(cost)
 
 
 def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
     """Add the stage's usage (as recorded so far) to its final span attributes."""
-    attrs[n.GEN_AI_USAGE_INPUT_TOKENS] = stage.input_tokens
-    attrs[n.GEN_AI_USAGE_OUTPUT_TOKENS] = stage.output_tokens
-    if stage.cache_read_tokens:
-        attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = stage.cache_read_tokens
-    if stage.cache_write_tokens:
-        attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = stage.cache_write_tokens
-    if stage.reasoning_tokens:
-        attrs[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = stage.reasoning_tokens
-    if stage.usage_model is not None and n.GEN_AI_RESPONSE_MODEL not in attrs:
-        attrs[n.GEN_AI_RESPONSE_MODEL] = stage.usage_model
-    if stage.own_cost is not None:
-        attrs[n.CS_COST_USD] = stage.own_cost
+    usage = stage.usage
+    if usage is None:
+        return
+    attrs[n.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    attrs[n.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_tokens:
+        attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_write_tokens:
+        attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+    if usage.reasoning_tokens:
+        attrs[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+    if usage.model is not None and n.GEN_AI_RESPONSE_MODEL not in attrs:
+        attrs[n.GEN_AI_RESPONSE_MODEL] = usage.model
+    if usage.own_cost is not None:
+        attrs[n.CS_COST_USD] = usage.own_cost
     if stage.cfg.openinference:
-        attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = stage.input_tokens
-        attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = stage.output_tokens
-        attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = stage.input_tokens + stage.output_tokens
-        if stage.own_cost is not None:
-            attrs[n.OI_LLM_COST_TOTAL] = stage.own_cost
+        attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = usage.input_tokens
+        attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = usage.output_tokens
+        attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = usage.input_tokens + usage.output_tokens
+        if usage.own_cost is not None:
+            attrs[n.OI_LLM_COST_TOTAL] = usage.own_cost
 
 
-def _request_labels(stage: Stage) -> tuple[str, str, str]:
+def _request_labels(stage: Stage) -> RequestLabels:
     root = stage.root
-    if root is None:
-        return "", "", ""
-    return root.feature_label, root.tenant_label, root.team_label
+    scope = root.scope if root is not None else None
+    return scope.labels if scope is not None else NO_REQUEST_LABELS
 
 
-def _cost(
+def _price(
     stage: Stage,
     model: str,
     provider: str,
@@ -171,11 +192,9 @@ def _cost(
     price = cfg.prices.lookup(model, provider or None)
     metrics = cfg.metrics
     if price is None:
-        guard = metrics.guard
-        metrics.child(
-            metrics.unpriced,
-            guard(n.M_UNPRICED_CALLS, n.L_PROVIDER, provider),
-            guard(n.M_UNPRICED_CALLS, n.L_MODEL, model),
+        metrics.unpriced.child(
+            provider=metrics.guarded("unpriced_provider", provider),
+            model=metrics.guarded("unpriced_model", model),
         ).inc()
         key = f"{provider}/{model}"
         if key not in _warned_unpriced and len(_warned_unpriced) < _WARN_LIMIT:
@@ -200,27 +219,26 @@ def _cost(
     if not math.isfinite(cost) or cost < 0:
         stage.cfg.metrics.invalid("record_usage")
         return None
-    stage.cost_usd += cost
-    stage.priced = True
-    root = stage.root
-    if root is not None and root is not stage:
-        root.cost_usd += cost
-        root.priced = True
-    budgets = cfg.budgets
-    if budgets is not None:
-        labels = _budget_labels(stage, model, provider)
-        admission = stage.admission
-        if admission is None:
-            budgets.spend(labels, cost)
-        else:
-            # The admission matched the model the stage was declared with; the model that
-            # really answered (from record_usage or the response) may match other budgets.
-            covered = admission.covers
-            extra = [b for b in budgets.budgets if b not in covered and b.matches(labels)]
-            if extra:
-                budgets.spend_on(extra, cost)
-        _count_store_errors(stage)
     return cost
+
+
+def _spend(stage: Stage, model: str, provider: str, cost: float) -> None:
+    """Charge a priced call to the budgets it matches (beyond those that admitted it)."""
+    budgets = stage.cfg.budgets
+    if budgets is None:
+        return
+    labels = _budget_labels(stage, model, provider)
+    admission = stage.usage.admission if stage.usage is not None else None
+    if admission is None:
+        budgets.spend(labels, cost)
+    else:
+        # The admission matched the model the stage was declared with; the model that
+        # really answered (from record_usage or the response) may match other budgets.
+        covered = admission.covers
+        extra = [b for b in budgets.budgets if b not in covered and b.matches(labels)]
+        if extra:
+            budgets.spend_on(extra, cost)
+    _count_store_errors(stage)
 
 
 _store_errors_seen: dict[int, int] = {}
@@ -235,23 +253,12 @@ def _count_store_errors(stage: Stage) -> None:
     seen = _store_errors_seen.get(id(budgets), 0)
     if now > seen:
         _store_errors_seen[id(budgets)] = now
-        stage.cfg.metrics.child(stage.cfg.metrics.internal_errors, "budget_store").inc(now - seen)
-
-
-def record_response(stage: Stage, response: object) -> None:
-    """Feed a response (or one chunk of a stream) to the stage; applied when it ends."""
-    if response is None:
-        stage.cfg.metrics.invalid("record_response")
-        return
-    acc = stage.stream
-    if acc is None:
-        acc = stage.stream = StreamAccumulator(capture_text=stage.cfg.capture is not None)
-    acc.add(response)
+        stage.cfg.metrics.internal_errors.child(where="budget_store").inc(now - seen)
 
 
 def apply_stream(stage: Stage) -> None:
     """At the end of a stage: turn what ``record_response`` saw into usage and attributes."""
-    acc, stage.stream = stage.stream, None
+    acc = stage._take_stream()
     if acc is None:
         return
     info = acc.result()
@@ -266,7 +273,7 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
         message = [{"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}]
         record_content(stage, {"output_messages": message})
     if info.response_model:
-        stage.response_model = info.response_model
+        stage._set_response_model(info.response_model)
     if stage.recording:
         attrs: dict[str, AttributeValue] = {}
         if info.response_model:
@@ -292,9 +299,8 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
 
 def record_documents(stage: Stage, count: object, scores: object, ids: object) -> None:
     """Retrieval health: document count, empty results, duplicate ids, top score."""
-    cfg = stage.cfg
-    metrics = cfg.metrics
-    labels = (stage.labels[0], stage.labels[2])
+    metrics = stage.cfg.metrics
+    stage_label, system = stage.labels.stage, stage.labels.system
     number = _count(count)
     if count is not None and number is None:
         stage.cfg.metrics.invalid("record_documents")
@@ -325,13 +331,13 @@ def record_documents(stage: Stage, count: object, scores: object, ids: object) -
     if number is None:
         number = id_count if id_count is not None else (len(scores) if top is not None else None)  # type: ignore[arg-type]
     if number is not None:
-        metrics.child(metrics.retrieval_documents, *labels).observe(number)
+        metrics.retrieval_documents.child(stage=stage_label, system=system).observe(number)
         if number == 0:
-            metrics.child(metrics.retrieval_empty, *labels).inc()
+            metrics.retrieval_empty.child(stage=stage_label, system=system).inc()
     if duplicates:
-        metrics.child(metrics.retrieval_duplicates, *labels).inc(duplicates)
+        metrics.retrieval_duplicates.child(stage=stage_label, system=system).inc(duplicates)
     if top is not None:
-        metrics.child(metrics.retrieval_top_score, *labels).observe(top)
+        metrics.retrieval_top_score.child(stage=stage_label, system=system).observe(top)
     if stage.recording:
         attrs: dict[str, AttributeValue] = {}
         if number is not None:
@@ -346,7 +352,8 @@ def record_documents(stage: Stage, count: object, scores: object, ids: object) -
 
 def _budget_labels(stage: Stage, model: str, provider: str) -> dict[str, str]:
     root = stage.root
-    attrs = root.request_attrs if root is not None and root.request_attrs else {}
+    scope = root.scope if root is not None else None
+    attrs = scope.attrs if scope is not None else {}
     return {
         n.L_FEATURE: str(attrs.get(n.CS_FEATURE, "")),
         n.L_TENANT: str(attrs.get(n.CS_TENANT, "")),
@@ -379,16 +386,16 @@ def _check_budget(stage: Stage) -> BudgetExceeded | None:
     admission = budgets.admit(_budget_labels(stage, spec.model or "", spec.provider or ""))
     _count_store_errors(stage)
     if admission.refused is None:
-        stage.admission = admission
+        stage._admit(admission)
         return None
-    metrics = stage.cfg.metrics
-    metrics.child(metrics.budget_rejections, admission.refused.name).inc()
+    stage.cfg.metrics.budget_rejections.child(budget=admission.refused.name).inc()
     return admission.error()
 
 
 def settle_budget(stage: Stage) -> None:
     """At the end of an admitted model stage: charge its real cost, release the reservation."""
-    admission, stage.admission = stage.admission, None
+    admission = stage._take_admission()
     if admission is not None:
-        admission.settle(stage.cost_usd if stage.priced else 0.0)
+        usage = stage.usage
+        admission.settle(usage.cost_usd if usage is not None and usage.priced else 0.0)
         _count_store_errors(stage)

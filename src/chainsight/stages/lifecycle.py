@@ -1,0 +1,320 @@
+"""A stage from start to end: begin (span and Stage), then finish (classify, outcome, end the span,
+exemplar, metrics, the stage log line).
+
+Every Stage is made here, so this module also installs the stage verbs' recorder (usage, documents,
+content). Nothing here does I/O, and nothing here raises into the app: each step is guarded and
+reported through ``config.state.report_internal``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from chainsight import _names as n
+from chainsight.config import state as _state
+from chainsight.errors import BudgetExceeded
+from chainsight.export.metric_families import NO_VALUE
+from chainsight.stages import content as _content
+from chainsight.stages import log as _log
+from chainsight.stages import usage as _usage
+from chainsight.stages.attrs import coerce
+from chainsight.stages.faults import Origin, get_origin, is_cancellation, set_origin
+from chainsight.stages.spec import EXEMPLAR_INTERVAL_S
+from chainsight.stages.stage import (
+    STAGE_KEY,
+    Recorder,
+    RequestScope,
+    Stage,
+    classify_exception,
+    install_recorder,
+)
+
+if TYPE_CHECKING:
+    from chainsight.config.snapshot import Config
+    from chainsight.stages.spec import Spec
+
+__all__ = ["begin", "finish", "refuse"]
+
+_MAX_EXCEPTION_MESSAGE: Final = 1024
+
+install_recorder(
+    Recorder(
+        usage=_usage.record,
+        documents=_usage.record_documents,
+        content=_content.record_content,
+    )
+)
+
+
+# --- begin ---------------------------------------------------------------------------------
+
+
+def begin(
+    spec: Spec, cfg: Config, request_kw: Mapping[str, object] | None = None
+) -> tuple[Stage, otel_context.Context] | None:
+    """Start the span and the Stage; None if chainsight failed (the app then runs untraced)."""
+    try:
+        state = spec.state
+        if state[0] != cfg.version:
+            state = spec.refresh(cfg)
+        parent_ctx = otel_context.get_current()
+        parent = cast("Stage | None", parent_ctx.get(STAGE_KEY))
+        attrs = state[1]
+        scope: RequestScope | None = None
+        if request_kw is not None:
+            extra = _request_attributes(cfg, request_kw)
+            attrs = {**attrs, **extra}
+        else:
+            root = parent.root if parent is not None else None
+            if root is not None and root.scope is not None and root.scope.attrs:
+                attrs = {**attrs, **root.scope.attrs}
+        span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
+        if request_kw is not None:
+            scope = _request_scope(cfg, extra)
+        stage = Stage(spec, cfg, span, parent, state[2], scope)
+        if scope is not None:
+            cfg.metrics.in_flight.child(request=stage.labels.stage).inc()
+        ctx = trace.set_span_in_context(span, parent_ctx)
+        ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
+        return stage, ctx
+    except Exception as exc:
+        _state.report_internal("stage_start", exc)
+        return None
+
+
+_REQUEST_ATTRIBUTES: Final = {"tenant": n.CS_TENANT, "feature": n.CS_FEATURE, "team": n.CS_TEAM}
+
+
+def _request_attributes(cfg: Config, request_kw: Mapping[str, object]) -> dict[str, AttributeValue]:
+    out: dict[str, AttributeValue] = {}
+    for key, value in request_kw.items():
+        if value is None:
+            continue
+        legal = coerce(value)
+        if legal is None:
+            cfg.metrics.invalid("request")
+            continue
+        out[_REQUEST_ATTRIBUTES[key]] = legal
+    return out
+
+
+def _request_scope(cfg: Config, attrs: dict[str, AttributeValue]) -> RequestScope:
+    # Stages inside the request carry tenant/feature/team too, so one span answers "whose?".
+    labels = cfg.metrics.request_labels(
+        attrs.get(n.CS_FEATURE, NO_VALUE),
+        attrs.get(n.CS_TENANT, NO_VALUE),
+        attrs.get(n.CS_TEAM, NO_VALUE),
+    )
+    return RequestScope(attrs, labels)
+
+
+# --- finish --------------------------------------------------------------------------------
+
+
+def refuse(
+    stage: Stage, refused: BudgetExceeded, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A hard budget is spent: degrade through the stage's hook, or raise BudgetExceeded."""
+    hook = stage.spec.on_budget_exceeded
+    if hook is None:
+        finish(stage, refused)
+        raise refused
+    stage._reject(refused.budget, degrade_request=True)
+    finish(stage, None)
+    return hook(*args, **kwargs)
+
+
+def finish(stage: Stage, exc: BaseException | None, *, end_at: float | None = None) -> None:
+    """Classify, write the final attributes, end the span, record metrics. Never raises.
+
+    Each step is guarded on its own: a failure in one (a user classifier, a budget store)
+    still lets the span end and the metrics, the in-flight gauge included, be recorded.
+    """
+    if not stage._end_once():
+        return
+    usage = stage.usage
+    if usage is not None:
+        try:
+            if usage.stream is not None:
+                _usage.apply_stream(stage)
+            if usage.admission is not None:
+                _usage.settle_budget(stage)
+        except Exception as err:
+            _state.report_internal("stage_usage", err)
+    outcome = n.OUTCOME_ERROR if exc is not None else n.OUTCOME_OK
+    status: Status | None = None
+    try:
+        outcome, status = _outcome(stage, exc)
+    except Exception as err:
+        _state.report_internal("classify", err)
+    now = time.perf_counter()
+    end = now if end_at is None else end_at
+    duration = end - stage.start
+    try:
+        _end_span(stage, outcome, status, now, end_at)
+    except Exception as err:
+        _state.report_internal("stage_end", err)
+    try:
+        _record_metrics(stage, outcome, duration)
+        if stage.cfg.log_stages:
+            _log.log_stage(stage, outcome, duration)
+    except Exception as err:
+        _state.report_internal("stage_metrics", err)
+
+
+def _outcome(stage: Stage, exc: BaseException | None) -> tuple[str, Status | None]:
+    if exc is None:
+        if stage.rejected_by is not None:
+            return n.OUTCOME_REJECTED, None
+        failed = stage.validation_failed
+        if failed is not None:
+            stage._blame(failed)
+            return n.OUTCOME_ERROR, Status(StatusCode.ERROR, failed.error_type)
+        if stage.degraded:
+            return n.OUTCOME_DEGRADED, None
+        return n.OUTCOME_OK, None
+    if is_cancellation(exc):
+        return n.OUTCOME_CANCELLED, None
+    if isinstance(exc, BudgetExceeded):
+        stage._reject(exc.budget)
+        return n.OUTCOME_REJECTED, None
+    origin = get_origin(exc)
+    if origin is None:
+        found = classify_exception(stage.cfg, exc, stage.spec)
+        origin = Origin(stage.spec.name, found.fault, found.error_type)
+        set_origin(exc, origin)
+        if stage.recording:
+            _exception_event(stage, exc)
+    stage._blame(origin)
+    return n.OUTCOME_ERROR, Status(StatusCode.ERROR, origin.error_type)
+
+
+def _exception_event(stage: Stage, exc: BaseException) -> None:
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable>"
+    if len(message) > _MAX_EXCEPTION_MESSAGE:
+        message = message[:_MAX_EXCEPTION_MESSAGE] + "…"
+    stage.span.add_event(
+        "exception",
+        {
+            "exception.type": type(exc).__qualname__,
+            "exception.message": _content.redact_message(stage.cfg, message),
+        },
+    )
+
+
+def _end_span(
+    stage: Stage, outcome: str, status: Status | None, now: float, end_at: float | None
+) -> None:
+    span = stage.span
+    if not stage.recording:
+        span.end()
+        return
+    attrs: dict[str, AttributeValue] = {n.CS_OUTCOME: outcome}
+    if stage.fault is not None and outcome != n.OUTCOME_OK:
+        attrs[n.CS_FAULT] = stage.fault
+        if stage.error_type is not None:
+            attrs[n.ERROR_TYPE] = stage.error_type
+        if stage.origin is not None:
+            attrs[n.CS_ERROR_ORIGIN] = stage.origin
+    if stage.rejected_by is not None:
+        attrs[n.CS_BUDGET] = stage.rejected_by
+    usage = stage.usage
+    if usage is not None:
+        if usage.recorded:
+            _usage.usage_attributes(stage, attrs)
+        if stage.spec.is_request and (usage.input_tokens or usage.output_tokens or usage.priced):
+            attrs[n.CS_REQUEST_INPUT_TOKENS] = usage.input_tokens
+            attrs[n.CS_REQUEST_OUTPUT_TOKENS] = usage.output_tokens
+            if usage.priced:
+                attrs[n.CS_REQUEST_COST_USD] = usage.cost_usd
+    span.set_attributes(attrs)
+    if status is not None:
+        span.set_status(status)
+    if end_at is None:
+        span.end()
+    else:
+        span.end(end_time=time.time_ns() - int((now - end_at) * 1e9))
+
+
+def _exemplar(stage: Stage, outcome: str, end: float) -> dict[str, str] | None:
+    """The trace link for a histogram observation, or None.
+
+    Prometheus keeps only the latest exemplar per bucket, so attaching one to every observation
+    buys nothing and costs ~15 % of a stage (hex formatting plus the client's validation): ok
+    stages attach one at most once a second per spec; failures, the ones worth clicking, always.
+    """
+    if not stage.recording:
+        return None
+    if outcome == n.OUTCOME_OK:
+        spec = stage.spec
+        if end - spec.exemplar_at < EXEMPLAR_INTERVAL_S or not spec.take_exemplar(end):
+            return None
+    ctx = stage.span.get_span_context()
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
+    spec, cfg = stage.spec, stage.cfg
+    metrics = cfg.metrics
+    release = cfg.release_id
+    exemplar = _exemplar(stage, outcome, stage.start + duration)
+    stage_label, kind, system = stage.labels
+    fault = stage.fault if stage.fault is not None and outcome != n.OUTCOME_OK else n.NO_FAULT
+    if spec.is_request:
+        _record_request(stage, outcome, fault, duration, exemplar)
+        return
+    metrics.stage_duration.child(
+        stage=stage_label, kind=kind, system=system, outcome=outcome, release=release
+    ).observe(duration, exemplar)
+    error_type = NO_VALUE
+    if fault != n.NO_FAULT:
+        error_type = metrics.guarded("error_type", stage.error_type or "")
+        metrics.stage_errors.child(
+            stage=stage_label, kind=kind, system=system, fault=fault, error_type=error_type
+        ).inc()
+    if spec.is_genai and outcome != n.OUTCOME_REJECTED:  # a refused call never ran
+        usage = stage.usage
+        model = spec.model or (usage.response_model or usage.model if usage else None) or ""
+        operation = spec.operation or ""
+        request_model = metrics.guarded("gen_ai_request_model", model)
+        metrics.gen_ai_duration.child(
+            gen_ai_operation_name=operation,
+            gen_ai_provider_name=system,
+            gen_ai_request_model=request_model,
+            error_type=error_type,
+        ).observe(duration, exemplar)
+        if stage.first_chunk is not None:
+            metrics.gen_ai_ttfc.child(
+                gen_ai_operation_name=operation,
+                gen_ai_provider_name=system,
+                gen_ai_request_model=request_model,
+            ).observe(stage.first_chunk - stage.start)
+
+
+def _record_request(
+    stage: Stage, outcome: str, fault: str, duration: float, exemplar: dict[str, str] | None
+) -> None:
+    metrics, release = stage.cfg.metrics, stage.cfg.release_id
+    request = stage.labels.stage
+    scope = stage.scope
+    feature = scope.labels.feature if scope is not None else NO_VALUE
+    metrics.requests.child(
+        request=request, feature=feature, outcome=outcome, fault=fault, release=release
+    ).inc()
+    metrics.request_duration.child(request=request, outcome=outcome, release=release).observe(
+        duration, exemplar
+    )
+    metrics.in_flight.child(request=request).dec()
+    usage = stage.usage
+    if usage is not None and usage.priced:
+        metrics.request_cost.child(request=request, feature=feature).observe(usage.cost_usd)

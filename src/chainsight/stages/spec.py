@@ -1,0 +1,282 @@
+"""The decoration-time spec of a stage: everything known before it runs, computed once.
+
+``traced_stage`` builds one :class:`Spec` per decorated function; ``stage()``/``request()`` call
+sites share theirs through a small cache. What depends on the configuration (release attributes,
+guarded metric labels) is recomputed by :meth:`Spec.refresh` when ``configure()`` changed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from chainsight import _names as n
+from chainsight.errors import ConfigurationError
+from chainsight.export.metric_families import NO_VALUE, StageLabels
+from chainsight.stages.attrs import coerce, is_secret_name
+from chainsight.stages.kinds import GENAI_KINDS, kind_info
+
+if TYPE_CHECKING:
+    from chainsight.config.snapshot import Config
+
+__all__ = ["EXEMPLAR_INTERVAL_S", "Spec", "SpecState", "make_spec", "spec_for"]
+
+EXEMPLAR_INTERVAL_S: Final = 1.0
+"""An ok stage attaches an exemplar at most this often per spec (failures always do)."""
+
+#: (config version, start attributes, metric labels), replaced in one assignment so a stage
+#: never mixes two configurations' values when ``configure()`` races with it.
+SpecState = tuple[int, dict[str, AttributeValue], StageLabels]
+
+# Keyword arguments with a meaning; everything else becomes a span attribute as given.
+_SEMANTIC_KEYWORDS: Final[dict[str, str]] = {
+    "collection": n.DB_COLLECTION_NAME,
+    "prompt_name": n.GEN_AI_PROMPT_NAME,
+    "prompt_version": n.GEN_AI_PROMPT_VERSION,
+    "data_source": n.GEN_AI_DATA_SOURCE_ID,
+    "top_k": n.GEN_AI_RETRIEVAL_TOP_K,
+    "validator": n.CS_VALIDATOR,
+    "tool": n.GEN_AI_TOOL_NAME,
+    "conversation_id": n.GEN_AI_CONVERSATION_ID,
+    "server_address": n.SERVER_ADDRESS,
+    "server_port": n.SERVER_PORT,
+    "db_operation": n.DB_OPERATION_NAME,
+}
+
+
+def _check(
+    kind: str,
+    names: Mapping[str, str | None],
+    component: str | None,
+    on_budget_exceeded: object,
+) -> None:
+    """Decoration-time mistakes raise here, before anything is built."""
+    for label, given in names.items():
+        if given is not None and (not isinstance(given, str) or not given):
+            raise ConfigurationError(
+                f"{label}={given!r} for a {kind!r} stage must be a non-empty string"
+            )
+    if component is not None and component not in n.FAULTS:
+        raise ConfigurationError(
+            f"component={component!r} is not a fault domain; use one of {', '.join(n.FAULTS)}"
+        )
+    if on_budget_exceeded is not None and not callable(on_budget_exceeded):
+        raise ConfigurationError(
+            f"on_budget_exceeded must be callable (it returns the degraded answer), got "
+            f"{on_budget_exceeded!r}"
+        )
+
+
+def _extra_attributes(kind: str, extra: Mapping[str, object]) -> dict[str, AttributeValue]:
+    """The user's keywords as span attributes: semantic names mapped, credentials refused."""
+    attrs: dict[str, AttributeValue] = {}
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"attribute name {key!r} must be a non-empty string")
+        if is_secret_name(key):
+            # Credentials are never recorded; refusing loudly beats dropping silently here.
+            raise ConfigurationError(
+                f"{key}= looks like a credential and is never recorded; remove it from the "
+                f"{kind!r} stage's keywords"
+            )
+        legal = coerce(value)
+        if legal is None:
+            raise ConfigurationError(
+                f"{key}={value!r} for a {kind!r} stage is not a span attribute value; use "
+                "a str, bool, int, float or a list of one of them"
+            )
+        attrs[_SEMANTIC_KEYWORDS.get(key, key)] = legal
+    return attrs
+
+
+class Spec:
+    """Everything about a stage that is known before it runs, computed once."""
+
+    __slots__ = (
+        "component",
+        "exemplar_at",
+        "info",
+        "is_genai",
+        "is_request",
+        "kind",
+        "model",
+        "name",
+        "on_budget_exceeded",
+        "operation",
+        "provider",
+        "remote",
+        "span_kind",
+        "span_name",
+        "state",
+        "static_attrs",
+        "system",
+        "validator",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        *,
+        system: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        operation: str | None = None,
+        component: str | None = None,
+        on_budget_exceeded: Callable[..., Any] | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        info = kind_info(kind)
+        names = {
+            "name": name,
+            "system": system,
+            "provider": provider,
+            "model": model,
+            "operation": operation,
+        }
+        _check(kind, names, component, on_budget_exceeded)
+        self.kind = kind
+        self.info = info
+        self.name = name
+        self.is_request = kind == "request"
+        self.is_genai = kind in GENAI_KINDS
+        self.on_budget_exceeded = on_budget_exceeded
+        # For stages that call a provider, system= and provider= say the same thing.
+        if self.is_genai and provider is None:
+            provider = system
+        self.provider = provider
+        self.system = system if system is not None else provider
+        self.model = model
+        self.operation = operation or info.operation
+        reranker = kind == "rerank" and provider is not None
+        self.component = component
+        self.remote = component or (n.FAULT_PROVIDER if reranker else info.remote)
+        self.span_kind = SpanKind.CLIENT if reranker else info.span_kind
+        extra = extra or {}
+        attrs = self._own_attributes()
+        attrs.update(_extra_attributes(kind, extra))
+        validator = extra.get("validator")
+        self.validator = str(coerce(validator)) if validator is not None else None
+        self.static_attrs = attrs
+        self.span_name = self._span_name(extra)
+        self.exemplar_at = -EXEMPLAR_INTERVAL_S
+        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE))
+
+    def _own_attributes(self) -> dict[str, AttributeValue]:
+        kind, name = self.kind, self.name
+        attrs: dict[str, AttributeValue] = {n.CS_STAGE_KIND: kind, n.CS_STAGE_NAME: name}
+        if self.operation:
+            attrs[n.GEN_AI_OPERATION_NAME] = self.operation
+        if self.is_genai and self.provider:
+            attrs[n.GEN_AI_PROVIDER_NAME] = self.provider
+        elif kind == "retrieval" and self.system:
+            attrs[n.DB_SYSTEM_NAME] = self.system
+        elif self.system:
+            attrs[n.GEN_AI_PROVIDER_NAME] = self.system
+        if self.model:
+            attrs[n.GEN_AI_REQUEST_MODEL] = self.model
+        if self.is_request:
+            attrs[n.GEN_AI_WORKFLOW_NAME] = name
+            attrs[n.CS_REQUEST_NAME] = name
+        return attrs
+
+    def _span_name(self, extra: Mapping[str, object]) -> str:
+        kind, name = self.kind, self.name
+        if kind == "request":
+            return f"invoke_workflow {name}"
+        if kind == "retrieval":
+            source = extra.get("collection") or extra.get("data_source") or self.system or name
+            return f"retrieval {source}"
+        if kind == "embedding":
+            return f"embeddings {self.model or name}"
+        if kind == "rerank":
+            return f"rerank {self.model or name}"
+        if kind == "prompt":
+            return f"prompt {extra.get('prompt_name') or name}"
+        if kind == "model":
+            return f"{self.operation} {self.model or name}"
+        if kind == "tool":
+            return f"execute_tool {extra.get('tool') or name}"
+        if kind == "validation":
+            return f"validate {extra.get('validator') or name}"
+        return f"{kind} {name}"
+
+    def refresh(self, cfg: Config) -> SpecState:
+        """Recompute what depends on the configuration (release attributes, metric labels)."""
+        attrs = dict(self.static_attrs)
+        attrs.update(cfg.release_attributes)
+        if cfg.openinference:
+            # Phoenix and Arize read these names; they sit beside the OTel ones, not instead.
+            attrs[n.OI_SPAN_KIND] = self.info.openinference
+            if self.model:
+                attrs[n.OI_LLM_MODEL_NAME] = self.model
+            if self.provider:
+                attrs[n.OI_LLM_PROVIDER] = self.provider
+        labels = cfg.metrics.stage_labels(self.name, self.kind, self.system or "")
+        state = (cfg.version, attrs, labels)
+        self.state = state
+        self.exemplar_at = -EXEMPLAR_INTERVAL_S  # a new configuration may be a new registry
+        return state
+
+    def take_exemplar(self, end: float) -> bool:
+        """True (and the clock restarted) if an ok stage ending at ``end`` gets an exemplar.
+
+        Prometheus keeps only the latest exemplar per bucket, so attaching one to every
+        observation buys nothing and costs ~15 % of a stage: once a second per spec is enough.
+        The finish path reads :attr:`exemplar_at` first and calls this only when one is due.
+        """
+        if end - self.exemplar_at < EXEMPLAR_INTERVAL_S:
+            return False
+        self.exemplar_at = end
+        return True
+
+
+_spec_cache: dict[tuple[Any, ...], Spec] = {}
+_SPEC_CACHE_LIMIT: Final = 2048
+
+
+def spec_for(kind: str, name: str | None, kwargs: dict[str, Any]) -> Spec:
+    """Specs of ``stage()``/``request()`` call sites, cached so a loop pays for one."""
+    try:
+        key: tuple[Any, ...] | None = (kind, name, *sorted(kwargs.items()))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None:
+        found = _spec_cache.get(key)
+        if found is not None:
+            return found
+    spec = make_spec(kind, name or kind, kwargs)
+    if key is not None:
+        if len(_spec_cache) >= _SPEC_CACHE_LIMIT:
+            _spec_cache.clear()
+        _spec_cache[key] = spec
+    return spec
+
+
+def make_spec(kind: object, name: str, kwargs: dict[str, Any]) -> Spec:
+    """A :class:`Spec` from ``traced_stage``/``stage`` keywords (``kwargs`` is consumed)."""
+    if not isinstance(kind, str):
+        raise ConfigurationError(
+            f"stage kind must be a string such as 'retrieval' or 'model', got {kind!r}"
+        )
+    system = kwargs.pop("system", None)
+    provider = kwargs.pop("provider", None)
+    model = kwargs.pop("model", None)
+    operation = kwargs.pop("operation", None)
+    component = kwargs.pop("component", None)
+    on_budget = kwargs.pop("on_budget_exceeded", None)
+    return Spec(
+        kind,
+        name,
+        system=system,
+        provider=provider,
+        model=model,
+        operation=operation,
+        component=component,
+        on_budget_exceeded=on_budget,
+        extra=kwargs,
+    )

@@ -1,0 +1,581 @@
+"""The running stage: :class:`Stage`, its verbs, its state, and the no-op stage.
+
+This module is the one owner of a Stage's state: the finish path (``lifecycle``), ``usage`` and
+``wrappers`` read the fields and change them only through the ``_``-prefixed methods below. It
+imports none of those modules; the verbs that need prices, budgets or the content policy reach
+them through the :class:`Recorder` that ``lifecycle`` (the module that creates every Stage)
+installs, so every dependency points at this module.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+from chainsight import _names as n
+from chainsight.config import state as _state
+from chainsight.stages.attrs import clean_attributes, coerce
+from chainsight.stages.faults import Classification, Origin, classify, get_origin, is_cancellation
+from chainsight.stages.responses import StreamAccumulator
+
+if TYPE_CHECKING:
+    from chainsight.config.snapshot import Config
+    from chainsight.cost.budget import Admission
+    from chainsight.export.metric_families import RequestLabels, StageLabels
+    from chainsight.stages.spec import Spec
+
+__all__ = [
+    "NOOP_STAGE",
+    "STAGE_KEY",
+    "NoopStage",
+    "Recorder",
+    "RequestScope",
+    "Stage",
+    "Usage",
+    "classify_exception",
+    "install_recorder",
+]
+
+STAGE_KEY: Final = otel_context.create_key("chainsight-stage")
+"""The context key under which the current :class:`Stage` travels with its span."""
+
+
+class RequestScope(NamedTuple):
+    """What a request gives every stage inside it: span attributes and guarded metric labels."""
+
+    attrs: dict[str, AttributeValue]
+    labels: RequestLabels
+
+
+class Usage:
+    """What a stage recorded of its model calls: tokens, cost, the model that answered.
+
+    Created at the first record, so a stage that records nothing allocates nothing. A request's
+    token and cost totals include its stages'. Changed only through :class:`Stage` methods.
+    """
+
+    __slots__ = (
+        "admission",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "own_cost",
+        "priced",
+        "reasoning_tokens",
+        "recorded",
+        "response_model",
+        "stream",
+    )
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
+        self.recorded = False  # this stage recorded usage itself (not only its stages')
+        self.model: str | None = None  # the model record_usage named, when not the spec's
+        self.own_cost: float | None = None
+        self.cost_usd = 0.0
+        self.priced = False
+        self.response_model: str | None = None
+        self.stream: StreamAccumulator | None = None
+        self.admission: Admission | None = None
+
+
+class Recorder(NamedTuple):
+    """The work behind the verbs that need prices, budgets or the content policy."""
+
+    usage: Callable[[Stage, object, object, object, object, object, object], None]
+    documents: Callable[[Stage, object, object, object], None]
+    content: Callable[[Stage, dict[str, object]], None]
+
+
+def _not_installed(*args: object) -> None:
+    raise RuntimeError("chainsight.stages.lifecycle installs the stage recorder; import it first")
+
+
+_recorder = Recorder(_not_installed, _not_installed, _not_installed)
+
+
+def install_recorder(recorder: Recorder) -> None:
+    """Give the verbs their recorder (``lifecycle`` does, when it is imported)."""
+    global _recorder
+    _recorder = recorder
+
+
+def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classification:
+    """The user's classifier rules first, then the built-in table."""
+    for rule in cfg.classifiers:
+        try:
+            found = rule(exc, spec.kind)
+        except Exception as err:  # a user rule's bug: fall back to the built-in table
+            _state.report_internal("classifier", err)
+            continue
+        if found is not None:
+            if isinstance(found, tuple) and len(found) == 2:
+                fault, error_type = found
+                if fault in n.FAULTS and isinstance(error_type, str) and error_type:
+                    return Classification(fault, error_type)
+            cfg.metrics.invalid("classifier")
+    return classify(exc, spec.kind, spec.remote)
+
+
+class Stage:
+    """A running stage or request: what ``stage()`` yields and ``current_stage()`` returns.
+
+    Every verb records facts about the work in progress and never raises: bad values are dropped
+    and counted in ``chainsight_internal_errors_total{where="invalid_argument:<verb>"}``.
+    """
+
+    __slots__ = (
+        "cfg",
+        "degraded",
+        "ended",
+        "error_type",
+        "fault",
+        "first_chunk",
+        "labels",
+        "origin",
+        "outer_exc",
+        "parent",
+        "recording",
+        "rejected_by",
+        "root",
+        "scope",
+        "span",
+        "spec",
+        "start",
+        "usage",
+        "validation_failed",
+    )
+
+    def __init__(
+        self,
+        spec: Spec,
+        cfg: Config,
+        span: trace.Span,
+        parent: Stage | None,
+        labels: StageLabels,
+        scope: RequestScope | None = None,
+    ) -> None:
+        """A stage that has just started ``span`` (``lifecycle.begin`` makes them)."""
+        self.spec = spec
+        self.labels = labels
+        self.cfg = cfg
+        self.span = span
+        self.parent = parent
+        self.scope = scope
+        self.root: Stage | None = parent.root if parent is not None else None
+        if spec.is_request:
+            self.root = self
+        self.recording = span.is_recording()
+        self.start = time.perf_counter()
+        # An exception the caller was already handling is not this stage's failure.
+        self.outer_exc: BaseException | None = sys.exc_info()[1]
+        self.ended = False
+        self.degraded = False
+        self.validation_failed: Origin | None = None
+        self.fault: str | None = None
+        self.error_type: str | None = None
+        self.origin: str | None = None
+        self.rejected_by: str | None = None
+        self.first_chunk: float | None = None
+        self.usage: Usage | None = None
+
+    # --- verbs ---------------------------------------------------------------------------
+    def set(self, **attributes: object) -> None:
+        """Set span attributes; values are coerced to legal types, secrets never recorded."""
+        try:
+            if not self.recording:
+                return
+            for key, value in clean_attributes(attributes):
+                if value is None:
+                    self.cfg.metrics.invalid("set")
+                    continue
+                self.span.set_attribute(key, value)
+        except Exception as exc:
+            _state.report_internal("set", exc)
+
+    def record_usage(
+        self,
+        *,
+        input_tokens: object = None,
+        output_tokens: object = None,
+        cached_input_tokens: object = None,
+        cache_write_input_tokens: object = None,
+        reasoning_output_tokens: object = None,
+        model: object = None,
+    ) -> None:
+        """Record token usage (OpenTelemetry convention) and compute the call's cost.
+
+        ``input_tokens`` counts all input tokens, cached reads and cache writes included;
+        ``output_tokens`` includes reasoning tokens. Counts must be non-negative ints.
+        """
+        try:
+            _recorder.usage(
+                self,
+                input_tokens,
+                output_tokens,
+                cached_input_tokens,
+                cache_write_input_tokens,
+                reasoning_output_tokens,
+                model,
+            )
+        except Exception as exc:
+            _state.report_internal("record_usage", exc)
+
+    def record_response(self, response: object) -> None:
+        """Read usage, response model, id and finish reasons from a provider response.
+
+        Works with OpenAI (chat completions, responses, embeddings), Anthropic, Gemini, Bedrock
+        Converse, Cohere and LiteLLM shapes, as SDK objects or dicts. Unknown shapes are
+        ignored and counted. Read when the stage ends (each chunk of a stream adds to it).
+        """
+        try:
+            if response is None:
+                self.cfg.metrics.invalid("record_response")
+                return
+            usage = self.usage or self._new_usage()
+            acc = usage.stream
+            if acc is None:
+                acc = usage.stream = StreamAccumulator(capture_text=self.cfg.capture is not None)
+            acc.add(response)
+        except Exception as exc:
+            _state.report_internal("record_response", exc)
+
+    def record_content(
+        self,
+        *,
+        input_messages: object = None,
+        output_messages: object = None,
+        system_instructions: object = None,
+        query: object = None,
+        documents: object = None,
+    ) -> None:
+        """Capture prompt/completion content, only when content capture is on.
+
+        Off by default (``configure(capture_content=True)`` or
+        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``). Values (text, or messages as
+        lists/dicts, serialised as JSON) are redacted and truncated before they are recorded in
+        ``gen_ai.input.messages``, ``gen_ai.output.messages``, ``gen_ai.system_instructions``,
+        ``gen_ai.retrieval.query.text`` and ``gen_ai.retrieval.documents``.
+        """
+        try:
+            if self.cfg.capture is None:
+                return
+            _recorder.content(
+                self,
+                {
+                    "input_messages": input_messages,
+                    "output_messages": output_messages,
+                    "system_instructions": system_instructions,
+                    "query": query,
+                    "documents": documents,
+                },
+            )
+        except Exception as exc:
+            _state.report_internal("record_content", exc)
+
+    def record_documents(
+        self, *, count: object = None, scores: object = None, ids: object = None
+    ) -> None:
+        """Record retrieval health: how many documents, their scores, their ids."""
+        try:
+            _recorder.documents(self, count, scores, ids)
+        except Exception as exc:
+            _state.report_internal("record_documents", exc)
+
+    def record_validation(self, *, passed: object, reason: object = None) -> None:
+        """Record an output check. A failure makes this stage ``error`` with fault ``model``."""
+        try:
+            if type(passed) is not bool:
+                self.cfg.metrics.invalid("record_validation")
+                return
+            spec, metrics = self.spec, self.cfg.metrics
+            reason_text = coerce(reason) if reason is not None else None
+            if reason is not None and reason_text is None:
+                metrics.invalid("record_validation")
+            if self.recording:
+                self._validation_on_span(passed, reason_text)
+            metrics.validations.child(
+                stage=self.labels.stage,
+                validator=metrics.guarded("validator", spec.validator or spec.name),
+                result="passed" if passed else "failed",
+            ).inc()
+            failed = None if passed else Origin(spec.name, n.FAULT_MODEL, n.ERR_VALIDATION_FAILED)
+            self.validation_failed = failed
+            root = self.root
+            if root is not None and root is not self:
+                root.validation_failed = failed
+        except Exception as exc:
+            _state.report_internal("record_validation", exc)
+
+    def _validation_on_span(self, passed: bool, reason: AttributeValue | None) -> None:
+        attrs: dict[str, AttributeValue] = {n.CS_VALIDATION_PASSED: passed}
+        if reason is not None:
+            attrs[n.CS_VALIDATION_REASON] = str(reason)
+        self.span.set_attributes(attrs)
+        event: dict[str, AttributeValue] = {
+            n.GEN_AI_EVALUATION_NAME: self.spec.validator or self.spec.name,
+            n.GEN_AI_EVALUATION_SCORE_LABEL: "pass" if passed else "fail",
+        }
+        if reason is not None:
+            event[n.GEN_AI_EVALUATION_EXPLANATION] = str(reason)
+        self.span.add_event(n.GEN_AI_EVALUATION_RESULT_EVENT, event)
+
+    def fallback(self, *, to: object, reason: object = None) -> None:
+        """Say that a fallback served the user: this stage and its request become ``degraded``.
+
+        Called inside an ``except`` block, the exception being handled is classified so the
+        fault domain of what failed is still recorded.
+        """
+        try:
+            metrics = self.cfg.metrics
+            to_text = coerce(to)
+            if to_text is None or to is None:
+                metrics.invalid("fallback")
+                to_text = "unknown"
+            reason_text = coerce(reason) if reason is not None else None
+            self._fall_back(sys.exc_info()[1])
+            if self.recording:
+                attrs: dict[str, AttributeValue] = {n.CS_FALLBACK_TO: str(to_text)}
+                if reason_text is not None:
+                    attrs[n.CS_FALLBACK_REASON] = str(reason_text)
+                self.span.set_attributes(attrs)
+                self.span.add_event(n.EVENT_FALLBACK, attrs)
+            metrics.fallbacks.child(
+                stage=self.labels.stage,
+                kind=self.spec.kind,
+                to=metrics.guarded("to", to_text),
+                reason=metrics.guarded("reason", reason_text if reason_text is not None else ""),
+            ).inc()
+        except Exception as exc:
+            _state.report_internal("fallback", exc)
+
+    def _fall_back(self, handled: BaseException | None) -> None:
+        """Mark this stage and its request degraded; keep the fault of what failed."""
+        spec = self.spec
+        self.degraded = True
+        root = self.root
+        if root is not None:
+            root.degraded = True
+            root.validation_failed = None
+        self.validation_failed = None
+        if handled is self.outer_exc:
+            handled = None
+        if handled is not None and not is_cancellation(handled):
+            origin = get_origin(handled)
+            if origin is None:
+                found = classify_exception(self.cfg, handled, spec)
+                origin = Origin(spec.name, found.fault, found.error_type)
+            self._blame(origin)
+        elif self.fault is None and not spec.is_request:
+            # No exception in hand: the stage's own remote component is the best guess; a
+            # request has none, so its fault stays unknown rather than wrongly "app".
+            self.fault = spec.remote
+            self.origin = spec.name
+        if root is not None and root is not self and root.fault is None:
+            # The request was served degraded because of this stage's failure: say which.
+            root.fault, root.error_type, root.origin = self.fault, self.error_type, self.origin
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id as 32 hex digits, or None when the span is not sampled."""
+        ctx = self.span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.trace_flags.sampled else None
+
+    @property
+    def span_id(self) -> str | None:
+        """The span id as 16 hex digits, or None when the span is not sampled."""
+        ctx = self.span.get_span_context()
+        return format(ctx.span_id, "016x") if ctx.trace_flags.sampled else None
+
+    @property
+    def kind(self) -> str:
+        """The stage kind (``request`` for a request)."""
+        return self.spec.kind
+
+    @property
+    def name(self) -> str:
+        """The stage (or request) name."""
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<chainsight.Stage kind={self.spec.kind!r} name={self.spec.name!r}>"
+
+    # --- state changes, for the finish path and usage (package use only) ------------------
+    def _end_once(self) -> bool:
+        """True the first time: the stage is ending now; False if it already ended."""
+        if self.ended:
+            return False
+        self.ended = True
+        return True
+
+    def _blame(self, origin: Origin) -> None:
+        """Record where the error this stage ended with (or fell back from) started."""
+        self.origin, self.fault, self.error_type = origin
+
+    def _reject(self, budget: str, *, degrade_request: bool = False) -> None:
+        """A hard budget refused this stage (its request degraded if a hook answered instead)."""
+        self.rejected_by = budget
+        if degrade_request and self.root is not None:
+            self.root.degraded = True
+
+    def _first_chunk_at(self, at: float) -> None:
+        """The first item of a streamed stage arrived at ``at`` (``perf_counter`` time)."""
+        self.first_chunk = at
+        if self.recording and self.spec.kind == "model":
+            ttfc = at - self.start
+            self.span.set_attribute(n.CS_TTFC_SECONDS, ttfc)
+            self.span.add_event(n.EVENT_FIRST_CHUNK, {n.CS_TTFC_SECONDS: ttfc})
+
+    def _new_usage(self) -> Usage:
+        usage = self.usage = Usage()
+        return usage
+
+    def _add_usage(
+        self,
+        inp: int,
+        out: int,
+        read: int,
+        write: int,
+        reasoning: int,
+        model: str | None,
+        cost: float | None,
+    ) -> None:
+        """One call's usage: its tokens and cost on this stage (input, output and cost on its
+        request too); ``model`` is the model ``record_usage`` named, if any."""
+        usage = self.usage or self._new_usage()
+        usage.input_tokens += inp
+        usage.output_tokens += out
+        usage.cache_read_tokens += read
+        usage.cache_write_tokens += write
+        usage.reasoning_tokens += reasoning
+        usage.recorded = True
+        if model and model != self.spec.model:
+            usage.model = model
+        if cost is not None:
+            usage.own_cost = (usage.own_cost or 0.0) + cost
+            usage.cost_usd += cost
+            usage.priced = True
+        root = self.root
+        if root is not None and root is not self:
+            totals = root.usage or root._new_usage()
+            totals.input_tokens += inp
+            totals.output_tokens += out
+            if cost is not None:
+                totals.cost_usd += cost
+                totals.priced = True
+
+    def _set_response_model(self, model: str) -> None:
+        (self.usage or self._new_usage()).response_model = model
+
+    def _take_stream(self) -> StreamAccumulator | None:
+        """What ``record_response`` gathered, handed over once (at the end of the stage)."""
+        usage = self.usage
+        if usage is None:
+            return None
+        acc, usage.stream = usage.stream, None
+        return acc
+
+    def _admit(self, admission: Admission) -> None:
+        """The budgets admitted this model stage; settled when it ends."""
+        (self.usage or self._new_usage()).admission = admission
+
+    def _take_admission(self) -> Admission | None:
+        usage = self.usage
+        if usage is None:
+            return None
+        admission, usage.admission = usage.admission, None
+        return admission
+
+
+class NoopStage(Stage):
+    """The stage outside any stage, and when chainsight is off: every verb does nothing.
+
+    A real :class:`Stage` (as OpenTelemetry's ``NonRecordingSpan`` is a ``Span``), so
+    ``current_stage()`` needs no cast; it has no span and no state, and overrides every public
+    verb and property of ``Stage`` (a test holds the two in step).
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        """The one instance is :data:`NOOP_STAGE`."""
+
+    def set(self, **attributes: object) -> None:
+        """Do nothing."""
+
+    def record_usage(
+        self,
+        *,
+        input_tokens: object = None,
+        output_tokens: object = None,
+        cached_input_tokens: object = None,
+        cache_write_input_tokens: object = None,
+        reasoning_output_tokens: object = None,
+        model: object = None,
+    ) -> None:
+        """Do nothing."""
+
+    def record_response(self, response: object) -> None:
+        """Do nothing."""
+
+    def record_content(
+        self,
+        *,
+        input_messages: object = None,
+        output_messages: object = None,
+        system_instructions: object = None,
+        query: object = None,
+        documents: object = None,
+    ) -> None:
+        """Do nothing."""
+
+    def record_documents(
+        self, *, count: object = None, scores: object = None, ids: object = None
+    ) -> None:
+        """Do nothing."""
+
+    def record_validation(self, *, passed: object, reason: object = None) -> None:
+        """Do nothing."""
+
+    def fallback(self, *, to: object, reason: object = None) -> None:
+        """Do nothing."""
+
+    @property
+    def trace_id(self) -> None:
+        """None: there is no span."""
+        return None
+
+    @property
+    def span_id(self) -> None:
+        """None: there is no span."""
+        return None
+
+    @property
+    def kind(self) -> str:
+        """``none``."""
+        return "none"
+
+    @property
+    def name(self) -> str:
+        """``none``."""
+        return "none"
+
+    def __repr__(self) -> str:
+        return "<chainsight.Stage (none)>"
+
+
+NOOP_STAGE: Final = NoopStage()
+"""What ``current_stage()`` returns outside any stage, and ``stage()`` yields when off."""
