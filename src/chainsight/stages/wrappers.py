@@ -6,6 +6,12 @@ spec when ``configure()`` changed something; one ``start_span`` with every stati
 context attach that carries both the span and the :class:`Stage`; user code; classify; final
 attributes in one call; end; metrics through cached children (see ``stages.lifecycle``). Nothing
 here does I/O.
+
+Off (``configure(enabled=False)``) is one branch per call, on the snapshot every call reads
+anyway (``state.CONFIG``, no function call). A body chosen at ``configure()`` time instead
+(structlog's ``_nop``) was measured: it would save ~10 ns per call when off, but cost every traced
+call ~40 ns for the extra forwarding layer, and ``configure()`` would have to reach every
+decorated function. Off today: ~57 ns over a bare call.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class _StageContext:
         self._entries: list[tuple[Stage, Token[Context]] | None] = []
 
     def __enter__(self) -> Stage:
-        cfg = _state.current()
+        cfg = _state.CONFIG or _state.current()
         if not cfg.enabled:
             self._entries.append(None)
             return NOOP_STAGE
@@ -196,7 +202,7 @@ def _wrap_function(func: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        cfg = _state.current()
+        cfg = _state.CONFIG or _state.current()
         if not cfg.enabled:
             return func(*args, **kwargs)
         begun = begin(spec, cfg)
@@ -226,7 +232,7 @@ def _wrap_coroutine(func: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        cfg = _state.current()
+        cfg = _state.CONFIG or _state.current()
         if not cfg.enabled:
             return await func(*args, **kwargs)
         begun = begin(spec, cfg)
@@ -311,7 +317,7 @@ def _wrap_generator(func: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
-        cfg = _state.current()
+        cfg = _state.CONFIG or _state.current()
         if not cfg.enabled:
             return (yield from gen)
         begun = begin(spec, cfg)
@@ -361,7 +367,7 @@ def _wrap_async_generator(func: Callable[..., Any], spec: Spec) -> Callable[...,
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        cfg = _state.current()
+        cfg = _state.CONFIG or _state.current()
         begun = begin(spec, cfg) if cfg.enabled else None
         sent: Any = None
         thrown: BaseException | None = None
