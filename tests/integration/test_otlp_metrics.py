@@ -170,7 +170,7 @@ def test_a_receiver_that_is_down_counts_failures_and_never_raises(
     otlp_receiver.stop()  # the port now refuses connections
 
     def on_failure(points: int) -> None:
-        metrics.child(metrics.export_failures, "metrics").inc(points)
+        metrics.export_failures.child(signal="metrics").inc(points)
 
     bridge = _bridge(bridges, metrics, export_timeout=1.0, on_failure=on_failure)
     _model_calls()

@@ -279,14 +279,6 @@ class Metrics:
             self.guarded("team", team),
         )
 
-    def child(self, family: f.Family[Any], *labels: str) -> Any:
-        """The child of ``family`` for label values given by position (uncached).
-
-        Kept for callers outside the request path written before the families took label names;
-        new code calls ``family.child(name=value, ...)``.
-        """
-        return family.labels(*labels)
-
     def set_release(
         self, release_id: str, release: Mapping[str, str], *, service: str, environment: str
     ) -> None:

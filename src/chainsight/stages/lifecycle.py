@@ -1,7 +1,7 @@
 """A stage from start to end: begin (span and Stage), then finish (classify, outcome, end the span,
 exemplar, metrics, the stage log line).
 
-Every Stage is made here, so this module also installs the stage verbs' recorder (usage, documents,
+Every Stage is made here, and each is handed the recorder its verbs call (usage, documents,
 content). Nothing here does I/O, and nothing here raises into the app: each step is guarded and
 reported through ``config.state.report_internal``.
 """
@@ -33,7 +33,6 @@ from chainsight.stages.stage import (
     RequestScope,
     Stage,
     classify_exception,
-    install_recorder,
 )
 
 if TYPE_CHECKING:
@@ -44,12 +43,12 @@ __all__ = ["begin", "finish", "refuse"]
 
 _MAX_EXCEPTION_MESSAGE: Final = 1024
 
-install_recorder(
-    Recorder(
-        usage=_usage.record,
-        documents=_usage.record_documents,
-        content=_content.record_content,
-    )
+# What the verbs that need prices, budgets or the content policy call; every Stage made here
+# carries it, so the stage module needs no import of (or hook into) these modules.
+_RECORDER: Final = Recorder(
+    usage=_usage.record,
+    documents=_usage.record_documents,
+    content=_content.record_content,
 )
 
 
@@ -78,7 +77,7 @@ def begin(
         span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
         if request_kw is not None:
             scope = _request_scope(cfg, extra)
-        stage = Stage(spec, cfg, span, parent, state[2], scope)
+        stage = Stage(spec, cfg, span, parent, state[2], _RECORDER, scope)
         if scope is not None:
             cfg.metrics.in_flight.child(request=stage.labels.stage).inc()
         ctx = trace.set_span_in_context(span, parent_ctx)

@@ -4,7 +4,8 @@ This module is the one owner of a Stage's state: the finish path (``lifecycle``)
 ``wrappers`` read the fields and change them only through the ``_``-prefixed methods below. It
 imports none of those modules; the verbs that need prices, budgets or the content policy reach
 them through the :class:`Recorder` that ``lifecycle`` (the module that creates every Stage)
-installs, so every dependency points at this module.
+hands each Stage it makes, so every dependency points at this module and no module writes
+another's globals.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ __all__ = [
     "Stage",
     "Usage",
     "classify_exception",
-    "install_recorder",
 ]
 
 STAGE_KEY: Final = otel_context.create_key("chainsight-stage")
@@ -100,19 +100,6 @@ class Recorder(NamedTuple):
     content: Callable[[Stage, dict[str, object]], None]
 
 
-def _not_installed(*args: object) -> None:
-    raise RuntimeError("chainsight.stages.lifecycle installs the stage recorder; import it first")
-
-
-_recorder = Recorder(_not_installed, _not_installed, _not_installed)
-
-
-def install_recorder(recorder: Recorder) -> None:
-    """Give the verbs their recorder (``lifecycle`` does, when it is imported)."""
-    global _recorder
-    _recorder = recorder
-
-
 def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classification:
     """The user's classifier rules first, then the built-in table."""
     for rule in cfg.classifiers:
@@ -148,6 +135,7 @@ class Stage:
         "origin",
         "outer_exc",
         "parent",
+        "recorder",
         "recording",
         "rejected_by",
         "root",
@@ -166,10 +154,12 @@ class Stage:
         span: trace.Span,
         parent: Stage | None,
         labels: StageLabels,
+        recorder: Recorder,
         scope: RequestScope | None = None,
     ) -> None:
         """A stage that has just started ``span`` (``lifecycle.begin`` makes them)."""
         self.spec = spec
+        self.recorder = recorder
         self.labels = labels
         self.cfg = cfg
         self.span = span
@@ -222,7 +212,7 @@ class Stage:
         ``output_tokens`` includes reasoning tokens. Counts must be non-negative ints.
         """
         try:
-            _recorder.usage(
+            self.recorder.usage(
                 self,
                 input_tokens,
                 output_tokens,
@@ -273,7 +263,7 @@ class Stage:
         try:
             if self.cfg.capture is None:
                 return
-            _recorder.content(
+            self.recorder.content(
                 self,
                 {
                     "input_messages": input_messages,
@@ -291,7 +281,7 @@ class Stage:
     ) -> None:
         """Record retrieval health: how many documents, their scores, their ids."""
         try:
-            _recorder.documents(self, count, scores, ids)
+            self.recorder.documents(self, count, scores, ids)
         except Exception as exc:
             _state.report_internal("record_documents", exc)
 
