@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from benchmarks.__main__ import default_output, main
-from benchmarks._harness import Case, percentile, run_interleaved
+from benchmarks._harness import BenchmarkError, Case, percentile, run_interleaved
+from benchmarks._scenarios import concurrency, uniform_io
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,6 +110,37 @@ def test_smoke_output_never_replaces_the_full_results() -> None:
 def test_too_few_rounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--rounds", "2"]) == 2
     assert "--rounds=2" in capsys.readouterr().err
+
+
+def test_a_window_too_short_to_hold_a_request_stretches_until_it_holds_some() -> None:
+    # 6 ms per request and a window of a nanosecond: only the stretch can fill it.
+    found = concurrency(
+        requests=2,
+        rounds=1,
+        io=uniform_io(0.001),
+        window_s=1e-9,
+        warm_up=False,
+        min_ramp_s=0.0,
+        min_window_requests=3,
+    )
+    for key in ("without_rps", "with_rps", "raw_otel_rps"):
+        assert found[key] > 0, key
+        assert math.isfinite(found[key]), key
+    assert math.isfinite(found["ratio"])
+
+
+def test_an_empty_fixed_window_is_a_clear_error_not_a_division_by_zero() -> None:
+    with pytest.raises(BenchmarkError, match="completed no request in a 1e-09 s window") as info:
+        concurrency(
+            requests=2,
+            rounds=1,
+            io=uniform_io(0.001),
+            window_s=1e-9,
+            warm_up=False,
+            min_ramp_s=0.0,
+            min_window_requests=0,
+        )
+    assert "longer window_s" in str(info.value)
 
 
 def test_interleaved_runs_need_the_reference_among_the_cases() -> None:
