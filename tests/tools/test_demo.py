@@ -13,6 +13,7 @@ import io
 import json
 import random
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,27 @@ def test_provider_errors_carry_the_status_a_classifier_reads() -> None:
     assert bad.value.status_code == 400
     with pytest.raises(TimeoutError):
         asyncio.run(first(app.FaultPlan({"provider-timeout": 1.0}, active=True)))
+
+
+def test_a_late_event_loop_never_turns_a_prompt_answer_into_a_timeout() -> None:
+    # A busy machine: the loop runs long after both the first chunk and the client timeout
+    # were due. The answer was due first, so it is an answer, as in simulated time.
+    async def call() -> list[app.Chunk]:
+        client = app.SimAIClient(app.FaultPlan(rng=random.Random(3)), app.Clock(100.0))
+
+        # Runs once the call has asked for its answer: the loop is held up for 8 client
+        # timeouts (25 ms at this clock) before the call's next step.
+        asyncio.get_running_loop().call_soon(time.sleep, 0.2)
+        return [
+            chunk
+            async for chunk in client.stream_chat(
+                [{"role": "user", "content": "hi"}], model=app.MODEL, temperature=0.2
+            )
+        ]
+
+    chunks = asyncio.run(call())
+    assert chunks[-1].usage is not None
+    assert "".join(c.text for c in chunks).strip()
 
 
 def test_tickets_sometimes_lack_the_plan_the_buggy_template_needs() -> None:
