@@ -123,6 +123,7 @@ def test_promtool_check_metrics_accepts_a_busy_scrape(served: Capture) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_prometheus_returns_exactly_the_injected_counts(
     served: Capture, prometheus_server: PrometheusFactory
 ) -> None:

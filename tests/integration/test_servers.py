@@ -326,6 +326,7 @@ def test_http_throttling_answers_429_with_retry_after_and_a_status_body(
     assert otlp_receiver.request_count == 1
 
 
+@pytest.mark.slow
 def test_http_slow_mode_makes_the_exporter_time_out(otlp_receiver: OTLPReceiver) -> None:
     otlp_receiver.set_mode("slow", delay=3.0)
     exporter = HttpSpanExporter(endpoint=otlp_receiver.traces_url, timeout=0.5)
@@ -435,6 +436,7 @@ def client_target() -> Iterator[tuple[str, CollectorRegistry]]:
     thread.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_a_client_and_evaluates_rules(
     prometheus_server: PrometheusFactory,
     client_target: tuple[str, CollectorRegistry],
