@@ -145,9 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rounds=1 if smoke else 3,
                 # Smoke: the same shapes at a hundredth of the I/O, to check, not to measure.
                 io={k: v / 100 for k, v in io.items()} if smoke else io,
-                window_s=0.05 if smoke else (4.0 if name == "ai_chain" else 2.0),
+                # Smoke: 0.2 s windows that stay open until they hold 20 requests, so a busy
+                # machine cannot leave one empty.
+                window_s=0.2 if smoke else (4.0 if name == "ai_chain" else 2.0),
                 warm_up=not smoke,
                 min_ramp_s=0.01 if smoke else 0.2,
+                min_window_requests=20 if smoke else 1,
             )
             for name, io in profiles.items()
         }

@@ -94,12 +94,16 @@ def _drive(duration_s: float, threads: int, rate_per_thread: float) -> list[floa
     deadline = time.perf_counter() + duration_s
 
     def worker(out: list[float]) -> None:
+        # At least one request per thread: on a busy machine a thread may first run after the
+        # deadline, and a phase with no request measures nothing.
         next_at = time.perf_counter()
-        while next_at < deadline:
+        while True:
             start = time.perf_counter()
             fake_request()
             out.append(time.perf_counter() - start)
             next_at += period
+            if next_at >= deadline:
+                break
             pause = next_at - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
@@ -217,6 +221,8 @@ OUTAGE_KINDS: Final = ("off", "dropping", "healthy", "down", "slow")
 # would make its p99 (the 16th-worst of 1,600 requests) as noisy as the margin it judges.
 _OUTAGE_CYCLE: Final = ("healthy", "down", "dropping", "slow")
 SLOW_RECEIVER_S: Final = 2.0
+#: How long a ``down`` or ``slow`` phase waits for its first counted export failure.
+FAILURE_WAIT_S: Final = 30.0
 
 
 @contextlib.contextmanager
@@ -296,9 +302,12 @@ def outage_phase(
         if kind in ("down", "slow"):
             # The batch on the wire when shutdown gave up counts itself once its attempt
             # returns (at most the exporter's 5 s timeout): wait for the count to settle.
+            # A busy machine can delay the first failed attempt itself: wait longer (up to
+            # FAILURE_WAIT_S) for a first count, never for a fixed time.
             settle_until = time.perf_counter() + 6.5
+            give_up = time.perf_counter() + FAILURE_WAIT_S
             seen = -1.0
-            while time.perf_counter() < settle_until:
+            while time.perf_counter() < (settle_until if seen > 0 else give_up):
                 count = _failures(registry)
                 if count == seen and count > 0:
                     break
@@ -442,15 +451,23 @@ def concurrency(
     window_s: float,
     warm_up: bool = True,
     min_ramp_s: float = 0.2,
+    min_window_requests: int = 1,
 ) -> dict[str, Any]:
     """Steady-state throughput of ``requests`` concurrent asyncio requests of 6 stages.
 
     ``requests`` workers each run requests back to back (a closed loop, as a server at that
     concurrency does); throughput is the requests completed in a ``window_s`` window after one
-    request's worth of ramp-up. Three variants: without instrumentation, with chainsight, and
-    with raw OpenTelemetry spans (7 per request, 10 attributes each) — the last shows what any
-    span-based tracing costs at this concurrency. The variants' order rotates each round.
+    request's worth of ramp-up. A window that holds fewer than ``min_window_requests``
+    completed requests (a busy machine, a short smoke window) stays open until it holds that
+    many, and its throughput is over the longer window; with 0 the window is ``window_s``
+    whatever it holds, and a variant that completed nothing in it raises
+    :class:`BenchmarkError`. Three variants: without
+    instrumentation, with chainsight, and with raw OpenTelemetry spans (7 per request, 10
+    attributes each) — the last shows what any span-based tracing costs at this concurrency.
+    The variants' order rotates each round.
     """
+    if min_window_requests < 0:
+        raise ValueError(f"min_window_requests={min_window_requests} must be 0 or more")
     plain, traced = _stage_functions(io)
     io_per_request = sum(io.values())
     ramp_s = max(min_ramp_s, io_per_request)  # the staggered start, then one request
@@ -484,20 +501,28 @@ def concurrency(
         closes = opens + window
         in_window = 0
 
+        def short() -> bool:
+            return in_window < min_window_requests
+
         async def worker(offset: float) -> None:
-            nonlocal in_window
+            nonlocal in_window, closes
             await asyncio.sleep(offset)
-            while loop.time() < closes:
+            while loop.time() < closes or short():
                 await make()
                 completed["total"] += 1
-                if opens <= loop.time() < closes:
+                now = loop.time()
+                if opens <= now < closes:
                     in_window += 1
+                elif now >= closes and short():
+                    # Too few requests in the window: it stretches to this one.
+                    in_window += 1
+                    closes = now
 
         # Workers start spread over one request's time, as a server's requests arrive: started
         # together they would hit each stage boundary together, in waves no real traffic has.
         spread = random.Random(requests)
         await asyncio.gather(*(worker(spread.uniform(0, ramp_s)) for _ in range(requests)))
-        return in_window / window
+        return in_window / (closes - opens)
 
     variants = [
         ("without", plain_request),
@@ -531,6 +556,15 @@ def concurrency(
             f"{traced_done * 7} (7 per traced request); the queue dropped spans or the stages "
             "were not traced"
         )
+
+    for name, values in throughput.items():
+        if not all(value > 0 for value in values):
+            raise BenchmarkError(
+                f"concurrency: the {name!r} variant completed no request in a {window_s:g} s "
+                f"window ({requests} workers, {io_per_request * 1e3:g} ms of I/O per request); "
+                "the machine was too busy or the window too short: give a longer window_s, or "
+                "min_window_requests=1 or more to stretch a window until it holds requests"
+            )
 
     def ratio(over: str, under: str) -> float:
         pairs = zip(throughput[over], throughput[under], strict=True)

@@ -5,6 +5,7 @@ No timing is asserted: the smoke mode exists so the suite cannot rot between ful
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from benchmarks.__main__ import default_output, main
-from benchmarks._harness import Case, percentile, run_interleaved
+from benchmarks._harness import BenchmarkError, Case, percentile, run_interleaved
+from benchmarks._scenarios import concurrency, uniform_io
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,6 +44,7 @@ MICRO_CASES = {
 }
 
 
+@pytest.mark.slow
 def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -111,6 +114,37 @@ def test_too_few_rounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--rounds=2" in capsys.readouterr().err
 
 
+def test_a_window_too_short_to_hold_a_request_stretches_until_it_holds_some() -> None:
+    # 6 ms per request and a window of a nanosecond: only the stretch can fill it.
+    found = concurrency(
+        requests=2,
+        rounds=1,
+        io=uniform_io(0.001),
+        window_s=1e-9,
+        warm_up=False,
+        min_ramp_s=0.0,
+        min_window_requests=3,
+    )
+    for key in ("without_rps", "with_rps", "raw_otel_rps"):
+        assert found[key] > 0, key
+        assert math.isfinite(found[key]), key
+    assert math.isfinite(found["ratio"])
+
+
+def test_an_empty_fixed_window_is_a_clear_error_not_a_division_by_zero() -> None:
+    with pytest.raises(BenchmarkError, match="completed no request in a 1e-09 s window") as info:
+        concurrency(
+            requests=2,
+            rounds=1,
+            io=uniform_io(0.001),
+            window_s=1e-9,
+            warm_up=False,
+            min_ramp_s=0.0,
+            min_window_requests=0,
+        )
+    assert "longer window_s" in str(info.value)
+
+
 def test_interleaved_runs_need_the_reference_among_the_cases() -> None:
     case = Case("a", "a case", lambda loops: None)
     with pytest.raises(ValueError, match="reference case 'R'"):
@@ -126,7 +160,13 @@ def test_interleaved_runs_time_every_case_every_round() -> None:
 
         return Case(name, name, run)
 
-    results = run_interleaved([counter("R"), counter("b")], "R", rounds=5, target_ns=100_000)
+    # The harness collects garbage before each of its ~40 batches; with the heap a whole test
+    # session has built, that took seconds. Frozen objects are not scanned.
+    gc.freeze()
+    try:
+        results = run_interleaved([counter("R"), counter("b")], "R", rounds=5, target_ns=100_000)
+    finally:
+        gc.unfreeze()
     assert all(len(r.ns_per_call) == 5 for r in results.values())
     assert results["R"].ratios == [1.0] * 5
     assert calls["R"] > 0

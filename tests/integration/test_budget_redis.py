@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -145,24 +145,37 @@ def test_redis_killed_mid_run_fails_open_counts_and_recovers(
     admitted = {"before": 0, "during": 0}
     phase = ["before"]
     stop = threading.Event()
+    # Held for each call, so the kill and the phase flip fall between two calls: every call of
+    # the "during" phase met a dead Redis, and no call before it did.
+    between_calls = threading.Lock()
 
     def app() -> None:
         try:
             while not stop.is_set():
-                admission = budgets.admit(LABELS)
-                if admission.refused is None:
-                    admitted[phase[0]] += 1
-                admission.settle(0.01)
+                with between_calls:
+                    admission = budgets.admit(LABELS)
+                    if admission.refused is None:
+                        admitted[phase[0]] += 1
+                    admission.settle(0.01)
                 time.sleep(0.001)
         except BaseException as exc:  # the test's point: nothing may escape
             errors.append(exc)
 
+    def wait_for(what: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not check() and not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert check(), f"{what} within 30 s (errors: {errors})"
+
     thread = threading.Thread(target=app)
     thread.start()
-    time.sleep(0.3)
-    redis_server.kill()
-    phase[0] = "during"
+    wait_for("calls admitted with Redis up", lambda: admitted["before"] >= 10)
+    with between_calls:
+        redis_server.kill()
+        phase[0] = "during"
+    # An outage of several cooldowns (0.3 s each), with calls in it.
     time.sleep(1.0)
+    wait_for("calls admitted with Redis down", lambda: admitted["during"] >= 10)
     stop.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -185,8 +198,7 @@ def test_redis_killed_mid_run_fails_open_counts_and_recovers(
     budgets.spend(LABELS, 0.5)
     assert budgets.store_errors == errors_before
     assert any("reachable again" in r.getMessage() for r in caplog.records)
-    # Recorded again, with what was spent during the outage replayed (give or take the calls
-    # in flight when the phase flag flipped).
+    # Recorded again, with what was spent during the outage replayed.
     assert redis_spent(redis_server, budget) == pytest.approx(
         0.5 + admitted["during"] * 0.01, abs=0.035
     )
@@ -260,14 +272,17 @@ def test_a_hung_redis_blocks_a_call_no_longer_than_the_timeout(
     admission = budgets.admit(LABELS)
     elapsed = time.perf_counter() - started
     assert admission.refused is None  # fail-open
-    assert 0.15 <= elapsed < 0.8
+    # It waited for the timeout, once (one connection), and gave up: a hung call without a
+    # timeout would never return. The bound leaves a loaded machine room.
+    assert 0.15 <= elapsed < 2.0
     assert budgets.store_errors == 1
     assert len(accepted) == 1
-    # During the cooldown nothing touches the network: calls return at once.
+    # During the cooldown nothing touches the network: no new connection, and calls return at
+    # once (100 network tries would take 20 s).
     started = time.perf_counter()
     for _ in range(100):
         budgets.admit(LABELS).settle(0.01)
-    assert time.perf_counter() - started < 0.5  # one network try alone would take 0.2 s
+    assert time.perf_counter() - started < 5.0
     assert budgets.store_errors == 201
     assert len(accepted) == 1
 

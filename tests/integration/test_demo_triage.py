@@ -1,8 +1,8 @@
 """Acceptance: for every demo fault, triage from the span file *and* from a real Prometheus that
 scraped the demo names the right fault domain and component; healthy traffic is ``healthy``.
 
-All scenarios run at once, in real time (Prometheus timestamps are wall-clock), as separate
-``chainsight demo`` processes scraped by one Prometheus; each triage selects its demo by the
+All scenarios run at once, in real time (Prometheus timestamps are wall-clock) and four times
+slower than life (``TIME_SCALE``), as separate ``chainsight demo`` processes scraped by one Prometheus; each triage selects its demo by the
 ``instance`` label. Triage also runs against a Prometheus that is down, empty, or scrapes no
 chainsight app, and must exit 2 with a clear message.
 """
@@ -24,8 +24,18 @@ from tests.integration._servers import PrometheusServer, free_port, require_bina
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
+# The schedule, in wall-clock seconds and requests per second.
 DURATION = 30
 FAULT_START = 14
+RPS = 12
+# The demos run four times slower than life (--time-scale 0.25): every simulated delay lasts
+# four times longer (a healthy model call ~1-2 s, a slowed one ~4-9 s, the client timeout
+# 10 s), while the schedule above stays the same. On a loaded machine a stalled event loop adds
+# the same wall-clock lag to every call, healthy or slow, which squeezes the p95 ratio triage
+# judges slowness by: at full speed, freezing the nine demos 1.3 s in every 3 s (SIGSTOP, as a
+# VM losing its CPU) made the provider-slow span file look healthy in both runs; four times
+# slower, this module passes under the same freezes.
+TIME_SCALE = 0.25
 PROVIDER = ("provider", "simai/sim-gpt-4o")
 
 # scenario -> (--fault, --fault-rate, expected [(domain, component from spans, from Prometheus)])
@@ -103,9 +113,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             time.sleep(0.2)
         for seed, (name, (fault, rate, _)) in enumerate(SCENARIOS.items()):
             cmd = [
-                sys.executable, "-m", "chainsight", "demo",
-                "--duration", str(DURATION), "--fault-start", str(FAULT_START),
-                "--fault", fault, "--fault-rate", rate, "--rps", "12",
+                sys.executable, "-m", "chainsight", "demo", "--time-scale", str(TIME_SCALE),
+                # in simulated seconds and requests per simulated second
+                "--duration", str(DURATION * TIME_SCALE),
+                "--fault-start", str(FAULT_START * TIME_SCALE),
+                "--fault", fault, "--fault-rate", rate, "--rps", str(RPS / TIME_SCALE),
                 "--metrics-port", str(ports[name]), "--spans", str(workdir / f"{name}.jsonl"),
                 "--seed", str(seed), "--quiet", "--json",
             ]  # fmt: skip

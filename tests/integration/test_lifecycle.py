@@ -100,6 +100,7 @@ def timed_shutdown(timeout: float) -> tuple[bool, float]:
 # --- bounded shutdown -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shutdown_with_dead_backend_returns_in_time_and_counts_each_span_once(
     otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +131,7 @@ def test_shutdown_with_dead_backend_returns_in_time_and_counts_each_span_once(
     )
 
 
+@pytest.mark.slow
 def test_shutdown_with_slow_receiver_returns_in_time_and_counts_exactly(
     otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,6 +351,7 @@ def _check_span(span: dict[str, Any]) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_configure_hammered_while_stages_run_keeps_every_span_consistent(
     otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +419,7 @@ def test_configure_hammered_while_stages_run_keeps_every_span_consistent(
     assert bad == [], f"{len(bad)} of {len(spans)} spans inconsistent, e.g. {bad[:5]}"
 
 
+@pytest.mark.slow
 def test_reconfiguring_sample_ratio_in_flight_loses_no_span_uncounted(
     otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

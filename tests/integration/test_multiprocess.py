@@ -197,6 +197,7 @@ def test_child_exit_drops_live_gauges_and_keeps_counters(gunicorn: Gunicorn) -> 
     assert (gunicorn.multiproc_dir / f"counter_{victim}.db").exists()
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_workers_sum(
     gunicorn: Gunicorn, prometheus_server: Callable[..., PrometheusServer]
 ) -> None:

@@ -106,6 +106,7 @@ def test_grpc_by_choice(
     assert {s["name"] for s in spans} >= {"invoke_workflow answer_ticket", "chat gpt-4o"}
 
 
+@pytest.mark.slow
 def test_receiver_down_requests_succeed_and_failures_are_counted(
     otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,7 +212,8 @@ def test_shutdown_with_a_slow_receiver_returns_within_its_timeout(
     elapsed = time.monotonic() - started
 
     assert not finished  # the export thread is still waiting on the receiver
-    assert elapsed < 2.0
+    # Well before the exporter's own 5 s timeout, with room for a busy machine.
+    assert elapsed < 3.0
     # Once the receiver is gone the exporter's own timeout ends the thread: nothing leaks.
     otlp_receiver.stop()
     assert bridge.shutdown(timeout=10)

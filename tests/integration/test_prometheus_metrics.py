@@ -123,6 +123,7 @@ def test_promtool_check_metrics_accepts_a_busy_scrape(served: Capture) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_prometheus_returns_exactly_the_injected_counts(
     served: Capture, prometheus_server: PrometheusFactory
 ) -> None:
@@ -177,9 +178,9 @@ def test_prometheus_returns_exactly_the_injected_counts(
         '(rate(chainsight_stage_duration_seconds_bucket{stage="rerank_slow"}[1m])))'
     )
     assert p50 is not None
-    # each call sleeps 30 ms: the median lies in the (0.025, 0.05] bucket, or the next one up
-    # on a loaded machine
-    assert 0.025 <= p50 <= 0.1, p50
+    # each call sleeps 30 ms: the median lies in the (0.025, 0.05] bucket, or one of the next
+    # two up on a loaded machine (a sleep never ends early)
+    assert 0.025 <= p50 <= 0.25, p50
 
     # exemplars: Prometheus scraped OpenMetrics and stored trace ids of exported spans
     data = api(

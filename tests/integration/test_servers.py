@@ -326,16 +326,18 @@ def test_http_throttling_answers_429_with_retry_after_and_a_status_body(
     assert otlp_receiver.request_count == 1
 
 
+@pytest.mark.slow
 def test_http_slow_mode_makes_the_exporter_time_out(otlp_receiver: OTLPReceiver) -> None:
-    otlp_receiver.set_mode("slow", delay=1.5)
+    otlp_receiver.set_mode("slow", delay=3.0)
     exporter = HttpSpanExporter(endpoint=otlp_receiver.traces_url, timeout=0.5)
     started = time.monotonic()
     assert exporter.export([_a_span()]) is SpanExportResult.FAILURE
-    assert time.monotonic() - started < 1.4
+    # It gave up before the answer came: well under the 3 s delay, with room for a busy machine.
+    assert time.monotonic() - started < 2.5
     exporter.shutdown()  # type: ignore[no-untyped-call]
     otlp_receiver.set_mode("ok")
     # The slow answer was still accepted once its delay ran out, as a real collector would.
-    assert [s["name"] for s in otlp_receiver.wait_for_spans(1, timeout=5)] == ["probe"]
+    assert [s["name"] for s in otlp_receiver.wait_for_spans(1, timeout=30)] == ["probe"]
 
 
 def test_set_mode_rejects_bad_arguments(otlp_receiver: OTLPReceiver) -> None:
@@ -434,6 +436,7 @@ def client_target() -> Iterator[tuple[str, CollectorRegistry]]:
     thread.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_a_client_and_evaluates_rules(
     prometheus_server: PrometheusFactory,
     client_target: tuple[str, CollectorRegistry],

@@ -192,6 +192,15 @@ async def _traffic(scenario: Scenario, out: TextIO, live: bool) -> tuple[Progres
     next_arrival = start
     next_report = start
     report_every = 0.25 if live else 5.0
+
+    def arrive() -> None:
+        nonlocal next_arrival
+        seen.started += 1
+        task = asyncio.create_task(_handle(assistant, app.make_ticket(rng, seen.started), seen))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        next_arrival += rng.expovariate(scenario.rps * scenario.time_scale)
+
     while (now := loop.time()) < end:
         if fault_at is not None and not plan.active and now >= fault_at:
             plan.active = True
@@ -199,16 +208,16 @@ async def _traffic(scenario: Scenario, out: TextIO, live: bool) -> tuple[Progres
             described = ", ".join(f"{f} ({r:.0%} of calls)" for f, r in scenario.faults.items())
             print(("\n" if live else "") + f"injecting fault: {described}", file=out)
         while next_arrival <= now:
-            seen.started += 1
-            task = asyncio.create_task(_handle(assistant, app.make_ticket(rng, seen.started), seen))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            next_arrival += rng.expovariate(scenario.rps * scenario.time_scale)
+            arrive()
         if now >= next_report:
             line = _progress_line(scenario, now - start, seen, plan.active)
             print(("\r" + line) if live else line, end="" if live else "\n", file=out, flush=True)
             next_report += report_every
         await asyncio.sleep(max(0.0, min(next_arrival, next_report, end) - loop.time()))
+    # Requests due before the end that a late loop (a busy machine) has not started yet: the
+    # run's traffic does not depend on when the loop last woke up.
+    while next_arrival < end:
+        arrive()
     if tasks:
         await asyncio.gather(*tasks)
     line = _progress_line(scenario, loop.time() - start, seen, plan.active)
