@@ -269,13 +269,17 @@ def test_generator_abandoned_is_cancelled_with_real_duration(chainsight_capture:
         yield 2
 
     gen = stream()
+    before = time.perf_counter()
     assert next(gen) == 1
+    first_item = time.perf_counter() - before
     time.sleep(0.2)  # the consumer walked away; the stream's real duration ended at item 1
     del gen
     gc.collect()
     s = chainsight_capture.stage(kind="model")
     assert s.outcome == "cancelled"
-    assert s.duration < 0.1
+    # The span began and reached item 1 inside next(): the sleep after it is not counted,
+    # however slow the machine (a bound measured around next(), not a fixed number).
+    assert s.duration <= first_item
 
 
 def test_generator_closed_early_is_cancelled(chainsight_capture: Capture) -> None:
