@@ -9,6 +9,7 @@ the label records below) hands out, so an unguarded value cannot reach a family 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar, Final, Generic, NamedTuple, NewType, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -74,7 +75,7 @@ NO_REQUEST_LABELS: Final = RequestLabels(NO_VALUE, NO_VALUE, NO_VALUE)
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 
-class Family(Generic[M]):
+class Family(ABC, Generic[M]):
     """A Prometheus metric family and the cache of its labelled children.
 
     Subclasses say what the family is (``name``, ``documentation``, ``labelnames``) and give a
@@ -91,8 +92,9 @@ class Family(Generic[M]):
         self.metric: M = self._create(registry)
         self._children: dict[tuple[str, ...], M] = {}
 
+    @abstractmethod
     def _create(self, registry: CollectorRegistry) -> M:
-        raise NotImplementedError
+        """Register the family's metric in ``registry`` (the counter or histogram subclass)."""
 
     def _add(self, key: tuple[str, ...]) -> M:
         """The first use of a label set: create its child and cache it."""
