@@ -60,3 +60,9 @@ def test_mypy_catches_a_misspelt_setting_in_user_code(tmp_path: Path) -> None:
     assert len(errors) == 1, done.stdout
     assert "app.py:3:" in errors[0]
     assert '"sample_rate"' in errors[0]
+
+
+def test_an_exporter_that_is_neither_a_spec_nor_an_exporter_object_is_refused() -> None:
+    with pytest.raises(chainsight.ConfigurationError) as info:
+        chainsight.configure(exporter=42)  # type: ignore[arg-type]
+    assert "a string or an OpenTelemetry SpanExporter, got 42 (int)" in str(info.value)

@@ -110,6 +110,12 @@ def _resolve(settings: Settings, previous: Config | None, before: Settings | Non
         exporter_given = default_exporter_spec()
     if isinstance(exporter_given, SpanExporter):
         kind, arg, name = "custom", "", f"custom:{type(exporter_given).__name__}"
+    elif not isinstance(exporter_given, str):
+        raise ConfigurationError(
+            f"exporter must be a string or an OpenTelemetry SpanExporter, got {exporter_given!r} "
+            f"({type(exporter_given).__name__}); use one of 'otlp', 'otlp:http', 'otlp:grpc', "
+            "'console', 'jsonl:PATH', 'none', or e.g. exporter=InMemorySpanExporter()"
+        )
     else:
         kind, arg = parse_exporter(exporter_given)
         name = exporter_given
