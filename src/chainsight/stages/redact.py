@@ -37,9 +37,15 @@ _DIGEST_HEX = 10
 _MIN_KEY_BYTES = 16
 _MIN_MAX_BYTES = 64
 _TRUNCATION_MARK = "…[truncated {} bytes]"
+# When a value's walk stops early, the size of what was left is not measured (that would cost
+# the very work the early stop saves).
+_TRUNCATION_MARK_UNKNOWN = "…[truncated]"
+# Texts up to this many characters are redacted through the cache (names, reasons, labels).
+_CACHED_CHARS = 256
+_CACHE_ENTRIES = 2048
 _MAX_DEPTH = 64
 # Texts longer than _PRECUT_FACTOR * max_bytes + _PRECUT_SLACK characters have only their head
-# redacted (see Redactor._redact_long).
+# redacted (see Redactor._redact_head).
 _PRECUT_FACTOR = 4
 _PRECUT_SLACK = 4096
 # Integers shorter than this cannot be any detected value (the shortest, a card, has 13 digits).
@@ -69,6 +75,7 @@ class Redactor:
     """
 
     __slots__ = (
+        "_cache",
         "_extra",
         "_failure_lock",
         "_hash_key",
@@ -131,6 +138,7 @@ class Redactor:
         self._on_failure = on_failure
         self._failure_lock = threading.Lock()
         self._logged = False
+        self._cache: dict[str, str] = {}
         #: How many calls failed closed (returned ``None``) since this redactor was made.
         self.failures: int = 0
 
@@ -139,17 +147,21 @@ class Redactor:
         """The largest result, in UTF-8 bytes, this redactor returns."""
         return self._max_bytes
 
-    def __call__(self, text: str) -> str | None:
-        """Return ``text`` redacted and truncated, or ``None`` if redaction failed."""
+    def __call__(self, text: str, max_bytes: int | None = None) -> str | None:
+        """Return ``text`` redacted and truncated, or ``None`` if redaction failed.
+
+        ``max_bytes`` cuts tighter than the redactor's own limit (an exception message, a
+        metric label); it never loosens it. The text is always redacted before it is cut.
+        """
         try:
             if not isinstance(text, str):
                 raise TypeError(f"Redactor expects str, got {type(text).__name__}")
+            limit = self._max_bytes if max_bytes is None else min(max_bytes, self._max_bytes)
+            if len(text) <= _CACHED_CHARS:
+                return self._truncate(self._redact_short(text), limit=limit)
             text = _valid_unicode(text)
-            if len(text) > _PRECUT_FACTOR * self._max_bytes + _PRECUT_SLACK:
-                shortened = self._redact_long(text)
-                if shortened is not None:
-                    return shortened
-            return self._truncate(self._redact_text(text))
+            head, dropped = self._redact_head(text, limit)
+            return self._truncate(head, dropped=dropped, limit=limit)
         except Exception as exc:  # fail closed: nothing is better than a leak
             self._record_failure(exc)
             return None
@@ -219,40 +231,66 @@ class Redactor:
         digest = hmac.new(self._hash_key, rule.normalize(value).encode("utf-8"), hashlib.sha256)
         return f"[REDACTED:{rule.kind}:{digest.hexdigest()[:_DIGEST_HEX]}]"
 
-    def _redact_long(self, text: str) -> str | None:
-        """Redact only the head of a text far longer than the cap, or None if that is unsafe."""
-        # Only the first max_bytes of the result are kept, so redacting megabytes to throw them
-        # away is waste. The head ends at whitespace, so no token (a JWT, a key) is cut in two;
-        # detected values with spaces in them are short, and a cut one lands in the redacted
-        # head's last _PRECUT_SLACK bytes, which truncation drops.
-        end = _PRECUT_FACTOR * self._max_bytes + _PRECUT_SLACK
-        split = max(text.rfind(ws, end - _PRECUT_SLACK, end) for ws in " \n\t")
-        if split < 0:
-            return None  # one enormous token: redact it all
-        head = self._redact_text(text[:split])
-        if _byte_len(head) < self._max_bytes + _PRECUT_SLACK:
-            return None  # redaction shrank the head so much that its end would be kept
-        return self._truncate(head, dropped=_byte_len(text[split:]))
+    def _redact_short(self, text: str) -> str:
+        """Redact a short text (a name, a reason, a label value), remembering the answer.
 
-    def _truncate(self, text: str, *, dropped: int = 0) -> str:
-        limit = self._max_bytes
-        if not dropped and len(text) * 4 <= limit:  # no code point is longer than 4 bytes
+        The same few values (tenants, models, stage names) come back on every request; a dict
+        lookup replaces ~8 µs of regex gates. The cache is bounded and cleared when full, so
+        hostile distinct values cost one redaction each, never memory.
+        """
+        found = self._cache.get(text)
+        if found is None:
+            found = self._redact_text(_valid_unicode(text))
+            cache = self._cache
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[text] = found
+        return found
+
+    def _redact_head(self, text: str, limit: int) -> tuple[str, int]:
+        """``(redacted text, bytes dropped)``: only as much of ``text`` as can be kept.
+
+        Only the first ``limit`` bytes of the result are kept, so redacting megabytes to throw
+        them away is waste: a head of ``4 * limit`` characters is redacted instead. The head
+        ends at whitespace where it can. Any value the cut splits in two (a detected value is
+        shorter than ``_PRECUT_SLACK`` bytes) lies in the redacted head's last
+        ``_PRECUT_SLACK`` bytes, which truncation drops; if redaction shrank the head so much
+        that its end would be kept, a head four times longer is tried, until the whole text.
+        """
+        size = _PRECUT_FACTOR * limit + _PRECUT_SLACK
+        while size < len(text):
+            window = max(text.rfind(ws, size - _PRECUT_SLACK, size) for ws in " \n\t")
+            split = window if window > 0 else size
+            head = self._redact_text(text[:split])
+            if _byte_len(head) >= limit + _PRECUT_SLACK:
+                return head, _byte_len(text[split:])
+            size *= _PRECUT_FACTOR
+        return self._redact_text(text), 0
+
+    def _truncate(self, text: str, *, dropped: int | None = 0, limit: int | None = None) -> str:
+        """``text`` cut to ``limit`` bytes, marker included; ``dropped`` bytes were cut before
+        (``None``: an unknown amount, when a value's walk stopped early)."""
+        if limit is None:
+            limit = self._max_bytes
+        if dropped == 0 and len(text) * 4 <= limit:  # no code point is longer than 4 bytes
             return text
         data = text.encode("utf-8")
-        total = len(data) + dropped
-        if total <= limit:
+        total = None if dropped is None else len(data) + dropped
+        if total is not None and total <= limit:
             return text
-        cut = limit - _byte_len(_TRUNCATION_MARK.format(total))
-        while True:
+        cut = limit - _byte_len(_marker(total))
+        while cut > 0:
             prefix = data[:cut].decode("utf-8", "ignore")  # drops a split code point
             # Cutting can turn harmless text into something that looks secret (a 20-digit id
-            # cut to 16 Luhn-valid digits), so the kept part is redacted again.
-            kept = self._builtin(prefix)
-            marker = _TRUNCATION_MARK.format(total - _byte_len(prefix))
+            # cut to 16 Luhn-valid digits), so the kept part is redacted again, user redactors
+            # included: theirs may match on a shape the cut has just made.
+            kept = self._redact_text(prefix)
+            marker = _marker(None if total is None else total - _byte_len(prefix))
             excess = _byte_len(kept) + _byte_len(marker) - limit
             if excess <= 0:
                 return kept + marker
-            cut = max(0, min(cut - 1, _byte_len(prefix) - excess))
+            cut = min(cut - 1, _byte_len(prefix) - excess)
+        return _marker(total)[:limit]  # a user redactor that only ever grows the text
 
     def _record_failure(self, exc: BaseException) -> None:
         try:
@@ -273,6 +311,10 @@ class Redactor:
             return
 
 
+def _marker(total: int | None) -> str:
+    return _TRUNCATION_MARK_UNKNOWN if total is None else _TRUNCATION_MARK.format(total)
+
+
 def _valid_unicode(text: str) -> str:
     # Lone surrogates (from surrogateescape decoding or broken JSON) cannot be encoded as UTF-8,
     # and exporters reject them; replace each with U+FFFD.
@@ -291,16 +333,19 @@ def redact_value(value: object, redactor: Redactor) -> str | None:
     tool arguments) has each string inside redacted first and is then serialised as compact
     JSON; unknown objects become ``str(obj)`` and are redacted like text. Redacting the strings
     before serialising keeps JSON escapes such as ``\\n`` from hiding a value from the detectors
-    and keeps the JSON valid (until truncation cuts it). ``None`` means nothing may be recorded:
-    serialising or redacting failed, and the failure is counted on ``redactor``. Never raises.
+    and keeps the JSON valid (until truncation cuts it). The walk stops once it has gathered
+    more than the redactor keeps, so ten thousand documents cost what the first few do; the
+    marker then reads ``…[truncated]``. ``None`` means nothing may be recorded: serialising or
+    redacting failed, and the failure is counted on ``redactor``. Never raises.
     """
     try:
         if isinstance(value, str):
             return redactor(value)
         try:
-            walked = _walk(value, redactor, 0)
+            walk = _Walk(redactor)
+            walked = walk.value(value, 0)
             text = json.dumps(walked, ensure_ascii=False, separators=(",", ":"), default=str)
-            return redactor._truncate(_valid_unicode(text))
+            return redactor._truncate(_valid_unicode(text), dropped=None if walk.cut else 0)
         except Exception as exc:
             redactor._record_failure(exc)
             return None
@@ -308,27 +353,74 @@ def redact_value(value: object, redactor: Redactor) -> str | None:
         return None
 
 
-def _walk(value: object, redactor: Redactor, depth: int) -> object:
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"content nested deeper than {_MAX_DEPTH} levels (or self-referencing)")
-    if isinstance(value, str):
-        return redactor._redact_text(_valid_unicode(value))
-    if value is None or isinstance(value, (bool, float)):
-        return value
-    if isinstance(value, int):
-        digits = str(value)
-        if len(digits) < _MIN_INT_DIGITS:
+class _Walk:
+    """One walk over a captured value: every string redacted, stopping past the byte budget.
+
+    ``left`` counts down the characters the result may still need. Once it is spent, later
+    items are dropped unseen and ``cut`` is set; a string longer than what is left has only its
+    head redacted (:meth:`Redactor._redact_head`). What is gathered stays longer than the cap
+    plus its slack, so whatever the early stop cuts is beyond what truncation keeps.
+    """
+
+    __slots__ = ("cut", "left", "redactor")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.left = redactor.max_bytes + 2 * _PRECUT_SLACK
+        self.cut = False
+
+    def value(self, value: object, depth: int) -> object:
+        if depth > _MAX_DEPTH:
+            raise ValueError(
+                f"content nested deeper than {_MAX_DEPTH} levels (or self-referencing)"
+            )
+        if isinstance(value, str):
+            return self.text(value)
+        self.left -= 8  # a number, a bracket, a separator: enough to end any walk
+        if value is None or isinstance(value, bool):
             return value
-        redacted = redactor._redact_text(digits)
-        return value if redacted == digits else redacted
-    if isinstance(value, dict):
-        return {_walk_key(k, redactor): _walk(v, redactor, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_walk(v, redactor, depth + 1) for v in value]
-    return redactor._redact_text(_valid_unicode(str(value)))
+        if isinstance(value, (int, float)):
+            return self.number(value)
+        if isinstance(value, dict):
+            out: dict[object, object] = {}
+            for k, v in value.items():
+                if self.left <= 0:
+                    self.cut = True
+                    break
+                out[self.key(k)] = self.value(v, depth + 1)
+            return out
+        if isinstance(value, (list, tuple)):
+            items: list[object] = []
+            for v in value:
+                if self.left <= 0:
+                    self.cut = True
+                    break
+                items.append(self.value(v, depth + 1))
+            return items
+        return self.text(str(value))
 
+    def text(self, text: str) -> str:
+        redactor = self.redactor
+        if len(text) <= _CACHED_CHARS:
+            out = redactor._redact_short(text)
+        else:
+            out, dropped = redactor._redact_head(_valid_unicode(text), max(self.left, 0))
+            if dropped:
+                self.cut = True
+        self.left -= len(out)
+        return out
 
-def _walk_key(key: object, redactor: Redactor) -> object:
-    if key is None or isinstance(key, (str, int, float)):  # bool is an int
-        return _walk(key, redactor, 0)
-    return redactor._redact_text(_valid_unicode(str(key)))
+    def number(self, value: float) -> object:
+        # A card number or a phone number can arrive as a number, an int or even a float
+        # (4111111111111111.0): any long one is looked at as its digits.
+        digits = repr(value) if isinstance(value, float) else str(value)
+        if sum(ch.isdigit() for ch in digits[:32]) < _MIN_INT_DIGITS:
+            return value
+        plain = digits[:-2] if digits.endswith(".0") else digits
+        redacted = self.redactor._redact_short(plain)
+        return value if redacted == plain else redacted
+
+    def key(self, key: object) -> object:
+        if key is None or isinstance(key, (bool, int, float, str)):
+            return self.value(key, 0)
+        return self.text(str(key))

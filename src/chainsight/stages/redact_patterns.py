@@ -128,11 +128,12 @@ _EMAIL = re.compile(
 )
 
 # Groups of 4 then 4-6 then 3-5 digits with one consistent separator covers 4-4-4-4(-3),
-# 4-6-5 (Amex) and 4-6-4 (Diners). Only issuer digits 2-6 (the card networks) count: this keeps
-# millisecond timestamps (1…), ISBNs (978…) and most ids out. A Luhn check follows.
+# 4-6-5 (Amex) and 4-6-4 (Diners). The separator is a space, dash, dot, tab or line break: forms,
+# OCR and copy-paste give all of them. Only issuer digits 2-6 (the card networks) count: this
+# keeps millisecond timestamps (1…), ISBNs (978…) and most ids out. A Luhn check follows.
 _CARD = re.compile(
-    r"(?P<v>[2-6](?<![A-Za-z0-9_.,/+-][2-6])(?<![0-9][ -][2-6])"
-    r"(?:[0-9]{12,18}|[0-9]{3}(?P<sep>[ -])[0-9]{4,6}(?:(?P=sep)[0-9]{3,5}){1,3}))"
+    r"(?P<v>[2-6](?<![A-Za-z0-9_.,/+-][2-6])(?<![0-9][ \t\n.-][2-6])"
+    r"(?:[0-9]{12,18}|[0-9]{3}(?P<sep>[ \t\n.-])[0-9]{4,6}(?:(?P=sep)[0-9]{3,5}){1,3}))"
     r"(?![0-9]|[.,-][0-9])"
 )
 
