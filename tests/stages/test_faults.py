@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chainsight.stages.faults import Origin, classify, get_origin, is_cancellation, set_origin
+import chainsight
+from chainsight.stages.faults import classify, is_cancellation
+from chainsight.testing import Capture
 
 
 def named(name: str, base: type[BaseException] = Exception, **attrs: object) -> BaseException:
@@ -49,11 +52,30 @@ def test_table(exc: BaseException, kind: str, remote: str, expected: tuple[str, 
     assert tuple(classify(exc, kind, remote)) == expected
 
 
-def test_origin_round_trip() -> None:
-    exc = ValueError("x")
-    assert get_origin(exc) is None
-    set_origin(exc, Origin("s", "app", "ValueError"))
-    assert get_origin(exc) == Origin("s", "app", "ValueError")
+def test_origin_is_kept_by_the_stages_not_on_the_exception(chainsight_capture: Capture) -> None:
+    exc = TimeoutError("slow")  # a built-in: takes no weak reference and no new attribute
+    mine = ValueError("mine")
+
+    def answer() -> None:
+        with chainsight.request("answer"), chainsight.stage("retrieval", name="outer"):
+            try:
+                with chainsight.stage("retrieval", name="inner", system="qdrant"):
+                    raise exc
+            except TimeoutError as caught:
+                # A sibling fails and is handled in between: the first error keeps its origin.
+                with contextlib.suppress(ValueError), chainsight.stage("tool", name="side"):
+                    raise mine from None
+                raise caught from None
+
+    with pytest.raises(TimeoutError) as raised:
+        answer()
+    assert raised.value is exc
+    assert vars(mine) == {}
+    by_name = {s.name: s for s in chainsight_capture.stages}
+    for name in ("outer", "answer"):
+        assert by_name[name].attributes["chainsight.error.origin"] == "inner"
+        assert by_name[name].attributes["chainsight.fault"] == "vector_store"
+    assert by_name["side"].attributes["chainsight.error.origin"] == "side"
 
 
 def test_cancellation() -> None:

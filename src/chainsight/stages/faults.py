@@ -1,4 +1,4 @@
-"""Outcome and fault-domain classification, and the memory of where an error started.
+"""Outcome and fault-domain classification.
 
 The table is small and duck-typed: exception class names (over the whole MRO, so SDK subclasses
 match) and HTTP status codes read from ``status_code``, ``status``, ``http_status`` or
@@ -8,14 +8,13 @@ match) and HTTP status codes read from ``status_code``, ``status``, ``http_statu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from chainsight import _names as n
 
-__all__ = ["Classification", "Classifier", "Origin", "classify", "get_origin", "set_origin"]
+__all__ = ["Classification", "Classifier", "Origin", "classify"]
 
 
 class Classification(NamedTuple):
@@ -35,8 +34,6 @@ class Origin(NamedTuple):
 
 #: A user rule: ``(exception, stage kind) -> Classification | (fault, error_type) | None``.
 Classifier = Callable[[BaseException, str], "Classification | tuple[str, str] | None"]
-
-_ORIGIN_ATTR: Final = "__chainsight_origin__"
 
 # Transport/availability failures: the remote side (provider or vector store) failed us.
 _REMOTE_NAMES: Final[dict[str, str]] = {
@@ -169,19 +166,3 @@ def classify(exc: BaseException, kind: str, remote: str) -> Classification:
 def is_cancellation(exc: BaseException) -> bool:
     """True for asyncio cancellation and a generator closed early: outcome ``cancelled``."""
     return isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt))
-
-
-def get_origin(exc: BaseException) -> Origin | None:
-    """The origin recorded on ``exc`` by the innermost stage it left, if any."""
-    origin = getattr(exc, _ORIGIN_ATTR, None)
-    if type(origin) is tuple and len(origin) == 3:
-        return Origin(*origin)
-    return None
-
-
-def set_origin(exc: BaseException, origin: Origin) -> None:
-    """Remember on ``exc`` where it started, for outer stages and the request."""
-    # Some exception types refuse new attributes; outer stages then classify again.
-    with contextlib.suppress(AttributeError, TypeError):
-        # A plain tuple of strings: the exception still pickles where chainsight is absent.
-        setattr(exc, _ORIGIN_ATTR, tuple(origin))

@@ -25,7 +25,7 @@ from chainsight.stages import content as _content
 from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
 from chainsight.stages.attrs import coerce
-from chainsight.stages.faults import Origin, get_origin, is_cancellation, set_origin
+from chainsight.stages.faults import Origin, is_cancellation
 from chainsight.stages.spec import EXEMPLAR_INTERVAL_S
 from chainsight.stages.stage import (
     STAGE_KEY,
@@ -153,6 +153,7 @@ def finish(stage: Stage, exc: BaseException | None, *, end_at: float | None = No
         outcome, status = _outcome(stage, exc)
     except Exception as err:
         _state.report_internal("classify", err)
+    stage.child_errors = ()  # the children's exceptions (and their frames) are not kept alive
     now = time.perf_counter()
     end = now if end_at is None else end_at
     duration = end - stage.start
@@ -184,13 +185,13 @@ def _outcome(stage: Stage, exc: BaseException | None) -> tuple[str, Status | Non
     if isinstance(exc, BudgetExceeded):
         stage._reject(exc.budget)
         return n.OUTCOME_REJECTED, None
-    origin = get_origin(exc)
+    origin = stage._origin_of(exc)
     if origin is None:
         found = classify_exception(stage.cfg, exc, stage.spec)
         origin = Origin(stage.spec.name, found.fault, found.error_type)
-        set_origin(exc, origin)
         if stage.recording:
             _exception_event(stage, exc)
+    stage._pass_up(exc, origin)
     stage._blame(origin)
     return n.OUTCOME_ERROR, Status(StatusCode.ERROR, origin.error_type)
 

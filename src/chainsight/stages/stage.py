@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 from chainsight import _names as n
 from chainsight.config import state as _state
 from chainsight.stages.attrs import clean_attributes, coerce
-from chainsight.stages.faults import Classification, Origin, classify, get_origin, is_cancellation
+from chainsight.stages.faults import Classification, Origin, classify, is_cancellation
 from chainsight.stages.responses import StreamAccumulator
 
 if TYPE_CHECKING:
@@ -117,6 +117,10 @@ def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classific
     return classify(exc, spec.kind, spec.remote)
 
 
+# How many errors from children a stage remembers (see Stage._pass_up).
+_CHILD_ERRORS: Final = 4
+
+
 class Stage:
     """A running stage or request: what ``stage()`` yields and ``current_stage()`` returns.
 
@@ -126,6 +130,7 @@ class Stage:
 
     __slots__ = (
         "cfg",
+        "child_errors",
         "degraded",
         "ended",
         "error_type",
@@ -181,6 +186,9 @@ class Stage:
         self.rejected_by: str | None = None
         self.first_chunk: float | None = None
         self.usage: Usage | None = None
+        # (exception, origin) of the latest errors that left child stages: where an error
+        # started is remembered here, never on the user's exception object.
+        self.child_errors: tuple[tuple[BaseException, Origin], ...] = ()
 
     # --- verbs ---------------------------------------------------------------------------
     def set(self, **attributes: object) -> None:
@@ -364,7 +372,7 @@ class Stage:
         if handled is self.outer_exc:
             handled = None
         if handled is not None and not is_cancellation(handled):
-            origin = get_origin(handled)
+            origin = self._origin_of(handled)
             if origin is None:
                 found = classify_exception(self.cfg, handled, spec)
                 origin = Origin(spec.name, found.fault, found.error_type)
@@ -410,6 +418,24 @@ class Stage:
             return False
         self.ended = True
         return True
+
+    def _origin_of(self, exc: BaseException) -> Origin | None:
+        """Where ``exc`` started, if it left one of this stage's children."""
+        for seen, origin in self.child_errors:
+            if seen is exc:
+                return origin
+        return None
+
+    def _pass_up(self, exc: BaseException, origin: Origin) -> None:
+        """Tell the parent where the error this stage ends with started; forget the children's.
+
+        A few are kept, not one: a child's error may be caught, a sibling fail, and the first
+        re-raised.
+        """
+        self.child_errors = ()
+        parent = self.parent
+        if parent is not None:
+            parent.child_errors = ((exc, origin), *parent.child_errors[: _CHILD_ERRORS - 1])
 
     def _blame(self, origin: Origin) -> None:
         """Record where the error this stage ended with (or fell back from) started."""
