@@ -31,7 +31,7 @@ from prometheus_client.utils import floatToGoString
 import chainsight
 from chainsight import _names as n
 from chainsight.config import state as _config
-from chainsight.export.metrics import MAX_LABEL_LENGTH, LabelGuard
+from chainsight.export.metrics import MAX_LABEL_BYTES, LabelGuard
 from chainsight.testing import Capture, capture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -684,12 +684,12 @@ def test_guard_keeps_at_most_limit_values(limit: int, values: list[str]) -> None
     out = [guard("m", "tenant", v) for v in values]
     kept = {v for v in out if v != n.OVERFLOW_VALUE}
     assert len(kept) <= limit
-    assert all(len(v) <= MAX_LABEL_LENGTH for v in out)
+    assert all(len(v.encode()) <= MAX_LABEL_BYTES for v in out)
     assert len(overflows) == out.count(n.OVERFLOW_VALUE)
     # a value once admitted keeps its own label forever (no flapping into __other__)
     for given_value, label in zip(values, out, strict=True):
         if label != n.OVERFLOW_VALUE:
-            assert label == given_value[:MAX_LABEL_LENGTH]
+            assert given_value.startswith(label.replace("\ufffd", "")) or "\ufffd" in label
             assert guard("m", "tenant", given_value) == label
 
 
@@ -791,15 +791,18 @@ def test_hostile_label_values_survive_the_exposition(chainsight_capture: Capture
             req.record_usage(input_tokens=1, model="gpt-4o")
     text = generate_latest(chainsight_capture.registry).decode()
     assert 'feature="a\\"b"' in text  # escaped, so the line still parses
-    assert "x" * (MAX_LABEL_LENGTH + 1) not in text
-    # a scraper reads back exactly the values given, long ones cut to MAX_LABEL_LENGTH
+    assert "x" * MAX_LABEL_BYTES not in text
+    # A scraper reads back exactly the values given; a long one is cut to MAX_LABEL_BYTES
+    # bytes, saying how much was cut.
     parsed = {
         sample.labels["tenant"]
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "chainsight_tokens_total"
     }
-    assert parsed == {v[:MAX_LABEL_LENGTH] for v in hostile}
+    long_one = "x" * 103 + "…[truncated 897 bytes]"
+    assert len(long_one.encode()) <= MAX_LABEL_BYTES
+    assert parsed == {*hostile[:-2], long_one, hostile[-1]}
 
 
 def test_ok_exemplars_are_rate_limited_but_failures_always_attach(

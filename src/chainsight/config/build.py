@@ -303,6 +303,7 @@ def _apply(plan: _Plan, settings: Settings, previous: Config | None) -> Config:
     if plan.port is not None:
         metrics.serve(plan.port, plan.addr)  # may still fail (port taken): it changes nothing then
     metrics.guard.set_limits(plan.label_limits)
+    metrics.guard.redactor = plan.redactor
     metrics.set_release(
         plan.release_id, plan.release, service=plan.service, environment=plan.environment or ""
     )

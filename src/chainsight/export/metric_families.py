@@ -60,6 +60,7 @@ class StageLabels(NamedTuple):
     stage: Guarded
     kind: str
     system: Guarded
+    operation: Guarded
 
 
 class RequestLabels(NamedTuple):
@@ -431,7 +432,7 @@ class GenAIDuration(_HistogramFamily):
     def child(
         self,
         *,
-        gen_ai_operation_name: str,
+        gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
         error_type: Guarded,
@@ -457,7 +458,7 @@ class GenAITokens(_HistogramFamily):
     def child(
         self,
         *,
-        gen_ai_operation_name: str,
+        gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
         gen_ai_token_type: str,
@@ -478,7 +479,7 @@ class GenAITimeToFirstChunk(_HistogramFamily):
     def child(
         self,
         *,
-        gen_ai_operation_name: str,
+        gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
     ) -> Histogram:

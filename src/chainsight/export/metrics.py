@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from chainsight import _names as n
+from chainsight._text import valid_text
 from chainsight.errors import ConfigurationError
 from chainsight.export import metric_families as f
 from chainsight.export.metric_families import Guarded, RequestLabels, StageLabels
@@ -28,7 +29,8 @@ from chainsight.export.metric_families import Guarded, RequestLabels, StageLabel
 __all__ = ["GUARD_KEYS", "GuardedLabel", "LabelGuard", "Metrics", "MetricsApp", "metrics_for"]
 
 DEFAULT_LABEL_LIMIT: Final = 100
-MAX_LABEL_LENGTH: Final = 128
+# A label value is cut to this many UTF-8 bytes (a redacted one, its truncation marker included).
+MAX_LABEL_BYTES: Final = 128
 _EMPTY: Final = Guarded("")
 _OVERFLOW: Final = Guarded(n.OVERFLOW_VALUE)
 
@@ -39,6 +41,7 @@ _OVERFLOW: Final = Guarded(n.OVERFLOW_VALUE)
 GuardedLabel = Literal[
     "stage",
     "system",
+    "operation",
     "feature",
     "tenant",
     "team",
@@ -55,6 +58,7 @@ GuardedLabel = Literal[
 GUARD_KEYS: Final[Mapping[GuardedLabel, tuple[str, str]]] = {
     "stage": (n.M_STAGE_DURATION, n.L_STAGE),
     "system": (n.M_STAGE_DURATION, n.L_SYSTEM),
+    "operation": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_OPERATION_NAME),
     "feature": (n.M_REQUESTS, n.L_FEATURE),
     "tenant": (n.M_TOKENS, n.L_TENANT),
     "team": (n.M_COST_USD, n.L_TEAM),
@@ -71,12 +75,17 @@ GUARD_KEYS: Final[Mapping[GuardedLabel, tuple[str, str]]] = {
 
 
 class LabelGuard:
-    """Bounds the distinct values of each (metric, label) pair.
+    """The one place a label value from users becomes safe to expose, and bounded.
 
-    Memory stays flat under hostile input: at most ``limit`` remembered values per pair.
+    A value is made valid UTF-8 (a lone surrogate would fail every later scrape), redacted
+    (``redactor``: the configuration's, so secrets and personal data never become label values,
+    whatever the capture setting) and cut to ``MAX_LABEL_BYTES``, in that order. Then the number
+    of distinct values of each (metric, label) pair is bounded: memory stays flat under hostile
+    input, at most ``limit`` remembered values per pair. Values already admitted as they are
+    cost one set lookup; only new or unclean values are cleaned.
     """
 
-    __slots__ = ("_default", "_keys", "_limits", "_lock", "_on_overflow", "_seen")
+    __slots__ = ("_default", "_keys", "_limits", "_lock", "_on_overflow", "_seen", "redactor")
 
     def __init__(
         self, limits: Mapping[str, int] | None, on_overflow: Callable[[str], None]
@@ -88,6 +97,8 @@ class LabelGuard:
         self._keys: dict[Hashable, tuple[str, str]] = dict(GUARD_KEYS.items())
         self._on_overflow = on_overflow
         self._lock = threading.Lock()
+        #: Set by each configuration (``config.build``); until then values are only cut.
+        self.redactor: Callable[[str, int], str | None] | None = None
 
     def after_fork_in_child(self) -> None:
         """A lock held by another thread at ``fork()`` would stay held forever in the child."""
@@ -116,10 +127,11 @@ class LabelGuard:
             return _EMPTY
         # The one place a label value becomes Guarded (typed so, not wrapped: no call per use).
         text: Guarded = value if type(value) is str else str(value)  # type: ignore[assignment]
-        if len(text) > MAX_LABEL_LENGTH:
-            text = text[:MAX_LABEL_LENGTH]  # type: ignore[assignment]
         key = self._keys[label]
         seen = self._seen.get(key)
+        if seen is not None and text in seen:
+            return text  # admitted before as it is: it was clean then, and cleaning is idempotent
+        text = self._clean(text)
         if seen is not None and text in seen:
             return text
         with self._lock:
@@ -131,6 +143,15 @@ class LabelGuard:
                 return text
         self._on_overflow(key[1])
         return _OVERFLOW
+
+    def _clean(self, text: str) -> Guarded:
+        redactor = self.redactor
+        if redactor is None:
+            cut = valid_text(text)[:MAX_LABEL_BYTES].encode("utf-8")[:MAX_LABEL_BYTES]
+            return Guarded(cut.decode("utf-8", "ignore"))
+        cleaned = redactor(text, MAX_LABEL_BYTES)
+        # Redaction failed closed (counted by the redactor): the value cannot be shown.
+        return _OVERFLOW if cleaned is None else Guarded(cleaned)
 
 
 def validate_label_limits(limits: object) -> dict[str, int] | None:
@@ -267,9 +288,14 @@ class Metrics:
         self.export_failures.child(signal="traces").inc(count)
 
     # --- labels ---------------------------------------------------------------------------
-    def stage_labels(self, name: str, kind: str, system: str) -> StageLabels:
-        """A stage's own labels: its name and system guarded, its kind as it is."""
-        return StageLabels(self.guarded("stage", name), kind, self.guarded("system", system))
+    def stage_labels(self, name: str, kind: str, system: str, operation: str) -> StageLabels:
+        """A stage's own labels: name, system and operation guarded, its kind as it is."""
+        return StageLabels(
+            self.guarded("stage", name),
+            kind,
+            self.guarded("system", system),
+            self.guarded("operation", operation),
+        )
 
     def request_labels(self, feature: object, tenant: object, team: object) -> RequestLabels:
         """The labels a request gives the usage and cost of its stages, guarded."""

@@ -268,7 +268,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
     metrics = cfg.metrics
     release = cfg.release_id
     exemplar = _exemplar(stage, outcome, stage.start + duration)
-    stage_label, kind, system = stage.labels
+    stage_label, kind, system, operation = stage.labels
     fault = stage.fault if stage.fault is not None and outcome != n.OUTCOME_OK else n.NO_FAULT
     if spec.is_request:
         _record_request(stage, outcome, fault, duration, exemplar)
@@ -285,7 +285,6 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
     if spec.is_genai and outcome != n.OUTCOME_REJECTED:  # a refused call never ran
         usage = stage.usage
         model = spec.model or (usage.response_model or usage.model if usage else None) or ""
-        operation = spec.operation or ""
         request_model = metrics.guarded("gen_ai_request_model", model)
         metrics.gen_ai_duration.child(
             gen_ai_operation_name=operation,

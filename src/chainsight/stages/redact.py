@@ -15,10 +15,10 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Sequence
 
+from chainsight._text import valid_text
 from chainsight.errors import ConfigurationError
 from chainsight.stages.redact_patterns import (
     _RULES,
@@ -50,8 +50,6 @@ _PRECUT_FACTOR = 4
 _PRECUT_SLACK = 4096
 # Integers shorter than this cannot be any detected value (the shortest, a card, has 13 digits).
 _MIN_INT_DIGITS = 13
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _byte_len(text: str) -> int:
@@ -159,7 +157,7 @@ class Redactor:
             limit = self._max_bytes if max_bytes is None else min(max_bytes, self._max_bytes)
             if len(text) <= _CACHED_CHARS:
                 return self._truncate(self._redact_short(text), limit=limit)
-            text = _valid_unicode(text)
+            text = valid_text(text)
             head, dropped = self._redact_head(text, limit)
             return self._truncate(head, dropped=dropped, limit=limit)
         except Exception as exc:  # fail closed: nothing is better than a leak
@@ -240,7 +238,7 @@ class Redactor:
         """
         found = self._cache.get(text)
         if found is None:
-            found = self._redact_text(_valid_unicode(text))
+            found = self._redact_text(valid_text(text))
             cache = self._cache
             if len(cache) >= _CACHE_ENTRIES:
                 cache.clear()
@@ -315,16 +313,6 @@ def _marker(total: int | None) -> str:
     return _TRUNCATION_MARK_UNKNOWN if total is None else _TRUNCATION_MARK.format(total)
 
 
-def _valid_unicode(text: str) -> str:
-    # Lone surrogates (from surrogateescape decoding or broken JSON) cannot be encoded as UTF-8,
-    # and exporters reject them; replace each with U+FFFD.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
-    return text
-
-
 def redact_value(value: object, redactor: Redactor) -> str | None:
     """Return ``value`` as redacted, truncated text for a span attribute, or ``None``.
 
@@ -345,7 +333,7 @@ def redact_value(value: object, redactor: Redactor) -> str | None:
             walk = _Walk(redactor)
             walked = walk.value(value, 0)
             text = json.dumps(walked, ensure_ascii=False, separators=(",", ":"), default=str)
-            return redactor._truncate(_valid_unicode(text), dropped=None if walk.cut else 0)
+            return redactor._truncate(valid_text(text), dropped=None if walk.cut else 0)
         except Exception as exc:
             redactor._record_failure(exc)
             return None
@@ -404,7 +392,7 @@ class _Walk:
         if len(text) <= _CACHED_CHARS:
             out = redactor._redact_short(text)
         else:
-            out, dropped = redactor._redact_head(_valid_unicode(text), max(self.left, 0))
+            out, dropped = redactor._redact_head(valid_text(text), max(self.left, 0))
             if dropped:
                 self.cut = True
         self.left -= len(out)

@@ -163,7 +163,7 @@ class Spec:
         self.static_attrs = attrs
         self.span_name = self._span_name(extra)
         self.exemplar_at = -EXEMPLAR_INTERVAL_S
-        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE))
+        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE))
 
     def _own_attributes(self) -> dict[str, AttributeValue]:
         kind, name = self.kind, self.name
@@ -215,7 +215,9 @@ class Spec:
                 attrs[n.OI_LLM_MODEL_NAME] = self.model
             if self.provider:
                 attrs[n.OI_LLM_PROVIDER] = self.provider
-        labels = cfg.metrics.stage_labels(self.name, self.kind, self.system or "")
+        labels = cfg.metrics.stage_labels(
+            self.name, self.kind, self.system or "", self.operation or ""
+        )
         state = (cfg.version, attrs, labels)
         self.state = state
         self.exemplar_at = -EXEMPLAR_INTERVAL_S  # a new configuration may be a new registry

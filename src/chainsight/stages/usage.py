@@ -127,7 +127,7 @@ def _usage_metrics(
             ).inc(value)
     spec = stage.spec
     if spec.is_genai:
-        operation = spec.operation or ""
+        operation = stage.labels.operation
         system = stage.labels.system
         request_model = metrics.guarded("gen_ai_request_model", model_name)
         for token_type, count, value in zip(_GEN_AI_TOKEN_TYPES, given, amounts):  # noqa: B905
