@@ -25,7 +25,7 @@ from chainsight.stages.log import (
     STAGE_LOGGER_NAME,
     context_of,
 )
-from chainsight.stages.stage import NoopStage
+from chainsight.stages.noop import NoopStage
 from chainsight.stages.wrappers import current_stage
 
 __all__ = [

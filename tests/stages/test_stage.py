@@ -856,7 +856,7 @@ def _public_verbs(cls: type) -> dict[str, Any]:
 
 
 def test_the_noop_stage_overrides_every_public_verb_of_stage() -> None:
-    from chainsight.stages.stage import NoopStage
+    from chainsight.stages.noop import NoopStage
 
     verbs = _public_verbs(chainsight.Stage)
     assert {"set", "record_usage", "fallback", "trace_id", "kind"} <= set(verbs)

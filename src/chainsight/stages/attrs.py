@@ -1,15 +1,34 @@
-"""Attribute hygiene: OTel-legal values, capped strings, and no secrets from keyword names."""
+"""Attribute hygiene: OTel-legal values, capped strings, no secrets from keyword names, and
+free text redacted before it is recorded."""
 
 from __future__ import annotations
 
 import enum
+import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["MAX_ATTRIBUTE_LENGTH", "clean_attributes", "coerce", "is_secret_name"]
+__all__ = [
+    "DROPPED",
+    "MAX_ATTRIBUTE_LENGTH",
+    "clean_attributes",
+    "coerce",
+    "is_secret_name",
+    "safe_attribute",
+    "safe_text",
+]
+
+#: What a redactor is to this module: text and a byte limit in, redacted text (or None) out.
+TextRedactor = Callable[[str, int], "str | None"]
+
+DROPPED: Final = "[content dropped: redaction failed]"
+"""Recorded in place of free text whose redaction failed (the failure is counted)."""
+
+# Numbers this large may be a card or phone number given as a number; smaller ones cannot be.
+_SECRET_NUMBER: Final = 10**12
 
 MAX_ATTRIBUTE_LENGTH: Final = 4096
 MAX_SEQUENCE_LENGTH: Final = 128
@@ -54,7 +73,9 @@ def coerce(value: object) -> AttributeValue | None:
     if isinstance(value, enum.Enum):
         return coerce(value.value)
     if isinstance(value, (list, tuple)):
-        items = [coerce(v) for v in value[:MAX_SEQUENCE_LENGTH]]
+        # Items are taken one level deep only: a nested list is no attribute value, and
+        # recursing into one could go as deep as the application's data does.
+        items = [_item(v) for v in value[:MAX_SEQUENCE_LENGTH]]
         items = [v for v in items if v is not None and not isinstance(v, tuple)]
         if not items:
             return None
@@ -72,6 +93,43 @@ def coerce(value: object) -> AttributeValue | None:
     if isinstance(value, str):
         return _cap(str.__str__(value))
     return None
+
+
+def safe_text(redactor: TextRedactor, text: str, limit: int = MAX_ATTRIBUTE_LENGTH) -> str:
+    """Free text from the application made safe to export: valid UTF-8, redacted, then cut to
+    ``limit`` bytes; :data:`DROPPED` if redaction failed. Runs whatever the capture setting:
+    a reason or an exception message often quotes the user's input."""
+    result = redactor(text, limit)
+    return DROPPED if result is None else result
+
+
+def safe_attribute(redactor: TextRedactor, value: AttributeValue) -> AttributeValue:
+    """A legal attribute value (from :func:`coerce`) with its text redacted.
+
+    Strings go through :func:`safe_text`; a number long enough to be a card or phone number is
+    looked at as its digits and recorded as the redacted text if the redactor finds one.
+    """
+    kind = type(value)
+    if kind is str:
+        return safe_text(redactor, value)  # type: ignore[arg-type]
+    if kind is int or kind is float:
+        number: float = value  # type: ignore[assignment]
+        if not abs(number) >= _SECRET_NUMBER or math.isinf(number):  # NaN is not >=
+            return value
+        # 4111111111111111.0 is a card number too.
+        digits = str(int(number)) if kind is float and number.is_integer() else str(value)
+        redacted = safe_text(redactor, digits)
+        return value if redacted == digits else redacted
+    if kind is tuple:
+        items = [safe_attribute(redactor, v) for v in value]  # type: ignore[union-attr]
+        if all(type(v) is type(items[0]) for v in items):
+            return tuple(items)
+        return tuple(str(v) for v in items)
+    return value
+
+
+def _item(value: object) -> AttributeValue | None:
+    return None if isinstance(value, (list, tuple)) else coerce(value)
 
 
 def clean_attributes(

@@ -1,7 +1,8 @@
 """Content on spans: the one policy (off / redacted) applied to every place text can leak.
 
 Prompt and completion text are captured only when the user opts in, and then redacted and
-truncated first. Exception messages recorded on spans are always redacted.
+truncated first. Free text outside the content fields (exception messages, reasons, ``set()``
+values, names) is redacted whatever the capture setting, by ``attrs.safe_text``.
 """
 
 from __future__ import annotations
@@ -15,22 +16,12 @@ from chainsight.config.settings import EVENT, SPAN, SPAN_AND_EVENT
 from chainsight.stages.redact import redact_value
 
 if TYPE_CHECKING:
-    from chainsight.config.snapshot import Config
     from chainsight.stages.stage import Stage
 
 _EVENT_NAME: Final = "gen_ai.client.inference.operation.details"
 
 
-__all__ = ["record_content", "redact_message"]
-
-_DROPPED = "[content dropped: redaction failed]"
-
-
-def redact_message(cfg: Config, message: str) -> str:
-    """An exception message made safe to record: redacted, capped; a marker if that failed."""
-    result = cfg.redactor(message)
-    return _DROPPED if result is None else result
-
+__all__ = ["record_content"]
 
 _CONTENT_KEYS: Final = {
     "input_messages": n.GEN_AI_INPUT_MESSAGES,

@@ -24,7 +24,7 @@ from chainsight.export.metric_families import NO_VALUE
 from chainsight.stages import content as _content
 from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
-from chainsight.stages.attrs import coerce
+from chainsight.stages.attrs import coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Origin, is_cancellation
 from chainsight.stages.spec import EXEMPLAR_INTERVAL_S
 from chainsight.stages.stage import (
@@ -100,7 +100,7 @@ def _request_attributes(cfg: Config, request_kw: Mapping[str, object]) -> dict[s
         if legal is None:
             cfg.metrics.invalid("request")
             continue
-        out[_REQUEST_ATTRIBUTES[key]] = legal
+        out[_REQUEST_ATTRIBUTES[key]] = safe_attribute(cfg.redactor, legal)
     return out
 
 
@@ -199,15 +199,16 @@ def _outcome(stage: Stage, exc: BaseException | None) -> tuple[str, Status | Non
 def _exception_event(stage: Stage, exc: BaseException) -> None:
     try:
         message = str(exc)
-    except Exception:
+    except BaseException:
         message = "<unprintable>"
-    if len(message) > _MAX_EXCEPTION_MESSAGE:
-        message = message[:_MAX_EXCEPTION_MESSAGE] + "…"
+    if type(message) is not str:  # a str subclass with its own methods: take the plain text
+        message = str.__str__(message)
     stage.span.add_event(
         "exception",
         {
             "exception.type": type(exc).__qualname__,
-            "exception.message": _content.redact_message(stage.cfg, message),
+            # Redacted whole, then cut: a secret straddling the cut is never exported in part.
+            "exception.message": safe_text(stage.cfg.redactor, message, _MAX_EXCEPTION_MESSAGE),
         },
     )
 

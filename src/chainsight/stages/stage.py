@@ -21,7 +21,7 @@ from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
 from chainsight.config import state as _state
-from chainsight.stages.attrs import clean_attributes, coerce
+from chainsight.stages.attrs import clean_attributes, coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Classification, Origin, classify, is_cancellation
 from chainsight.stages.responses import StreamAccumulator
 
@@ -32,9 +32,7 @@ if TYPE_CHECKING:
     from chainsight.stages.spec import Spec
 
 __all__ = [
-    "NOOP_STAGE",
     "STAGE_KEY",
-    "NoopStage",
     "Recorder",
     "RequestScope",
     "Stage",
@@ -112,11 +110,14 @@ def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classific
             if isinstance(found, tuple) and len(found) == 2:
                 fault, error_type = found
                 if fault in n.FAULTS and isinstance(error_type, str) and error_type:
-                    return Classification(fault, error_type)
+                    # The rule's text becomes a span attribute, a log field and a label value.
+                    return Classification(fault, safe_text(cfg.redactor, error_type, _ERROR_TYPE))
             cfg.metrics.invalid("classifier")
     return classify(exc, spec.kind, spec.remote)
 
 
+# The longest error type (a user rule's text) recorded, in UTF-8 bytes.
+_ERROR_TYPE: Final = 256
 # How many errors from children a stage remembers (see Stage._pass_up).
 _CHILD_ERRORS: Final = 4
 
@@ -192,15 +193,17 @@ class Stage:
 
     # --- verbs ---------------------------------------------------------------------------
     def set(self, **attributes: object) -> None:
-        """Set span attributes; values are coerced to legal types, secrets never recorded."""
+        """Set span attributes; values are coerced to legal types and redacted (whatever the
+        capture setting); keys that name credentials are never recorded."""
         try:
             if not self.recording:
                 return
+            redactor = self.cfg.redactor
             for key, value in clean_attributes(attributes):
                 if value is None:
                     self.cfg.metrics.invalid("set")
                     continue
-                self.span.set_attribute(key, value)
+                self.span.set_attribute(key, safe_attribute(redactor, value))
         except Exception as exc:
             _state.report_internal("set", exc)
 
@@ -300,7 +303,7 @@ class Stage:
                 self.cfg.metrics.invalid("record_validation")
                 return
             spec, metrics = self.spec, self.cfg.metrics
-            reason_text = coerce(reason) if reason is not None else None
+            reason_text = self._free_text(reason)
             if reason is not None and reason_text is None:
                 metrics.invalid("record_validation")
             if self.recording:
@@ -318,17 +321,17 @@ class Stage:
         except Exception as exc:
             _state.report_internal("record_validation", exc)
 
-    def _validation_on_span(self, passed: bool, reason: AttributeValue | None) -> None:
+    def _validation_on_span(self, passed: bool, reason: str | None) -> None:
         attrs: dict[str, AttributeValue] = {n.CS_VALIDATION_PASSED: passed}
         if reason is not None:
-            attrs[n.CS_VALIDATION_REASON] = str(reason)
+            attrs[n.CS_VALIDATION_REASON] = reason
         self.span.set_attributes(attrs)
         event: dict[str, AttributeValue] = {
             n.GEN_AI_EVALUATION_NAME: self.spec.validator or self.spec.name,
             n.GEN_AI_EVALUATION_SCORE_LABEL: "pass" if passed else "fail",
         }
         if reason is not None:
-            event[n.GEN_AI_EVALUATION_EXPLANATION] = str(reason)
+            event[n.GEN_AI_EVALUATION_EXPLANATION] = reason
         self.span.add_event(n.GEN_AI_EVALUATION_RESULT_EVENT, event)
 
     def fallback(self, *, to: object, reason: object = None) -> None:
@@ -339,16 +342,16 @@ class Stage:
         """
         try:
             metrics = self.cfg.metrics
-            to_text = coerce(to)
-            if to_text is None or to is None:
+            to_text = self._free_text(to)
+            if to_text is None:
                 metrics.invalid("fallback")
                 to_text = "unknown"
-            reason_text = coerce(reason) if reason is not None else None
+            reason_text = self._free_text(reason)
             self._fall_back(sys.exc_info()[1])
             if self.recording:
-                attrs: dict[str, AttributeValue] = {n.CS_FALLBACK_TO: str(to_text)}
+                attrs: dict[str, AttributeValue] = {n.CS_FALLBACK_TO: to_text}
                 if reason_text is not None:
-                    attrs[n.CS_FALLBACK_REASON] = str(reason_text)
+                    attrs[n.CS_FALLBACK_REASON] = reason_text
                 self.span.set_attributes(attrs)
                 self.span.add_event(n.EVENT_FALLBACK, attrs)
             metrics.fallbacks.child(
@@ -359,6 +362,15 @@ class Stage:
             ).inc()
         except Exception as exc:
             _state.report_internal("fallback", exc)
+
+    def _free_text(self, value: object) -> str | None:
+        """A reason or a target as text made safe to record, or None if there is none."""
+        if value is None:
+            return None
+        legal = coerce(value)
+        if legal is None:
+            return None
+        return safe_text(self.cfg.redactor, legal if type(legal) is str else str(legal))
 
     def _fall_back(self, handled: BaseException | None) -> None:
         """Mark this stage and its request degraded; keep the fault of what failed."""
@@ -514,84 +526,3 @@ class Stage:
             return None
         admission, usage.admission = usage.admission, None
         return admission
-
-
-class NoopStage(Stage):
-    """The stage outside any stage, and when chainsight is off: every verb does nothing.
-
-    A real :class:`Stage` (as OpenTelemetry's ``NonRecordingSpan`` is a ``Span``), so
-    ``current_stage()`` needs no cast; it has no span and no state, and overrides every public
-    verb and property of ``Stage`` (a test holds the two in step).
-    """
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        """The one instance is :data:`NOOP_STAGE`."""
-
-    def set(self, **attributes: object) -> None:
-        """Do nothing."""
-
-    def record_usage(
-        self,
-        *,
-        input_tokens: object = None,
-        output_tokens: object = None,
-        cached_input_tokens: object = None,
-        cache_write_input_tokens: object = None,
-        reasoning_output_tokens: object = None,
-        model: object = None,
-    ) -> None:
-        """Do nothing."""
-
-    def record_response(self, response: object) -> None:
-        """Do nothing."""
-
-    def record_content(
-        self,
-        *,
-        input_messages: object = None,
-        output_messages: object = None,
-        system_instructions: object = None,
-        query: object = None,
-        documents: object = None,
-    ) -> None:
-        """Do nothing."""
-
-    def record_documents(
-        self, *, count: object = None, scores: object = None, ids: object = None
-    ) -> None:
-        """Do nothing."""
-
-    def record_validation(self, *, passed: object, reason: object = None) -> None:
-        """Do nothing."""
-
-    def fallback(self, *, to: object, reason: object = None) -> None:
-        """Do nothing."""
-
-    @property
-    def trace_id(self) -> None:
-        """None: there is no span."""
-        return None
-
-    @property
-    def span_id(self) -> None:
-        """None: there is no span."""
-        return None
-
-    @property
-    def kind(self) -> str:
-        """``none``."""
-        return "none"
-
-    @property
-    def name(self) -> str:
-        """``none``."""
-        return "none"
-
-    def __repr__(self) -> str:
-        return "<chainsight.Stage (none)>"
-
-
-NOOP_STAGE: Final = NoopStage()
-"""What ``current_stage()`` returns outside any stage, and ``stage()`` yields when off."""

@@ -30,8 +30,9 @@ from chainsight.config import state as _state
 from chainsight.errors import ConfigurationError
 from chainsight.stages import usage as _usage
 from chainsight.stages.lifecycle import begin, finish, refuse
+from chainsight.stages.noop import NOOP_STAGE
 from chainsight.stages.spec import Spec, make_spec, spec_for
-from chainsight.stages.stage import NOOP_STAGE, STAGE_KEY, Stage
+from chainsight.stages.stage import STAGE_KEY, Stage
 
 __all__ = ["current_stage", "request", "stage", "traced_stage"]
 
