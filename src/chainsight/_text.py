@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Final
 
-__all__ = ["valid_text"]
+__all__ = ["shown", "valid_text"]
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
@@ -25,3 +26,17 @@ def valid_text(text: str) -> str:
     except UnicodeEncodeError:
         return _SURROGATE.sub("\ufffd", text)
     return text
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """``value`` as an error message shows it: ``repr`` bounded in depth and length.
+
+    A value the user got wrong may be as odd as the mistake: nested thousands deep, huge, or
+    with a ``__repr__`` that raises. The message about it must still be made.
+    """
+    try:
+        text = reprlib.repr(value)
+    except Exception:  # the value's own __repr__ failed
+        text = f"<{type(value).__name__} object>"
+    text = valid_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

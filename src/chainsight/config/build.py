@@ -117,7 +117,13 @@ def _resolve(settings: Settings, previous: Config | None, before: Settings | Non
             "'console', 'jsonl:PATH', 'none', or e.g. exporter=InMemorySpanExporter()"
         )
     else:
-        kind, arg = parse_exporter(exporter_given)
+        try:
+            kind, arg = parse_exporter(exporter_given)
+        except ConfigurationError as exc:
+            if settings.exporter is not None:
+                raise
+            # The value came from the environment: say which variable holds it.
+            raise ConfigurationError(f"{n.ENV_EXPORTER} in the environment: {exc}") from None
         name = exporter_given
     provider = settings.tracer_provider
     if provider is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from chainsight import _names as n
+from chainsight._text import shown, valid_text
 from chainsight.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -134,6 +135,27 @@ def check_str(name: str, value: object) -> str | None:
     raise ConfigurationError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
 
 
+# Service, environment and release become a metric label on every series and a resource or
+# span attribute on every span: they are checked once here, not cleaned on every stage.
+_MAX_IDENTITY_LENGTH = 256
+
+
+def identity_text(name: str, value: str) -> str:
+    """``value`` if it can label every series and span; a typed error otherwise."""
+    if valid_text(value) is not value:
+        raise ConfigurationError(
+            f"{name}={shown(value)} is not valid Unicode (a lone surrogate, often from bytes "
+            "decoded with surrogateescape); pass text that encodes as UTF-8"
+        )
+    if len(value) > _MAX_IDENTITY_LENGTH:
+        raise ConfigurationError(
+            f"{name} is {len(value)} characters long ({shown(value, 40)}); it labels every "
+            f"metric series, so keep it under {_MAX_IDENTITY_LENGTH}, e.g. a version or a "
+            "commit hash"
+        )
+    return value
+
+
 def enabled(value: object) -> bool:
     """``enabled``, else ``CHAINSIGHT_ENABLED``, else not ``OTEL_SDK_DISABLED``, else True."""
     if value is None:
@@ -149,16 +171,23 @@ def enabled(value: object) -> bool:
 def service(value: object) -> str:
     """``service``, else ``CHAINSIGHT_SERVICE``, else ``OTEL_SERVICE_NAME``, else the OTel
     default ``unknown_service``."""
-    return check_str("service", value) or (
-        os.environ.get(n.ENV_SERVICE)
-        or os.environ.get(n.ENV_OTEL_SERVICE_NAME)
-        or "unknown_service"
-    )
+    given = check_str("service", value)
+    if given:
+        return identity_text("service", given)
+    for env in (n.ENV_SERVICE, n.ENV_OTEL_SERVICE_NAME):
+        found = os.environ.get(env)
+        if found:
+            return identity_text(env, found)
+    return "unknown_service"
 
 
 def environment(value: object) -> str | None:
     """``environment``, else ``CHAINSIGHT_ENVIRONMENT``, else none."""
-    return check_str("environment", value) or os.environ.get(n.ENV_ENVIRONMENT)
+    given = check_str("environment", value)
+    if given:
+        return identity_text("environment", given)
+    found = os.environ.get(n.ENV_ENVIRONMENT)
+    return identity_text(n.ENV_ENVIRONMENT, found) if found else None
 
 
 def release(value: object) -> tuple[dict[str, str], str]:
@@ -168,7 +197,7 @@ def release(value: object) -> tuple[dict[str, str], str]:
     if isinstance(value, str):
         if not value:
             raise ConfigurationError("release='' is empty; give a version string or a mapping")
-        return {}, value
+        return {}, identity_text("release", value)
     if not isinstance(value, Mapping):
         raise ConfigurationError(
             f"release must be a string or a mapping of str to str, got {value!r} "
@@ -185,10 +214,10 @@ def release(value: object) -> tuple[dict[str, str], str]:
             raise ConfigurationError(
                 f"release[{key!r}] = {val!r} must be a string (or number), e.g. 'answer@7'"
             )
-        items[key] = str(val)
+        items[key] = identity_text(f"release[{key!r}]", str(val))
     explicit = items.pop("id", None)
     release_id = explicit or ",".join(f"{k}={v}" for k, v in sorted(items.items())) or "unknown"
-    return items, release_id
+    return items, identity_text("release", release_id)
 
 
 def sample_ratio(value: object) -> float:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeGuard
 
+from chainsight._text import valid_text
+
 __all__ = [
     "PROVIDER_ANTHROPIC",
     "PROVIDER_BEDROCK",
@@ -160,7 +162,7 @@ def _label(value: object) -> str | None:
             return None
         value = str.__str__(value)
     if 0 < len(value) <= _MAX_LABEL:
-        return value
+        return valid_text(value)  # a provider's (or proxy's) broken JSON must not break export
     return None
 
 

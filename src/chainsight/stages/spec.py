@@ -14,15 +14,19 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
+from chainsight._text import shown, valid_text
 from chainsight.errors import ConfigurationError
 from chainsight.export.metric_families import NO_VALUE, StageLabels
-from chainsight.stages.attrs import coerce, is_secret_name
+from chainsight.stages.attrs import coerce, is_secret_name, safe_attribute, safe_text
 from chainsight.stages.kinds import GENAI_KINDS, kind_info
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
 
 __all__ = ["EXEMPLAR_INTERVAL_S", "Spec", "SpecState", "make_spec", "spec_for"]
+
+# The longest stage name or span name recorded, in UTF-8 bytes.
+_NAME_BYTES: Final = 256
 
 EXEMPLAR_INTERVAL_S: Final = 1.0
 """An ok stage attaches an exemplar at most this often per spec (failures always do)."""
@@ -57,16 +61,16 @@ def _check(
     for label, given in names.items():
         if given is not None and (not isinstance(given, str) or not given):
             raise ConfigurationError(
-                f"{label}={given!r} for a {kind!r} stage must be a non-empty string"
+                f"{label}={shown(given)} for a {shown(kind)} stage must be a non-empty string"
             )
     if component is not None and component not in n.FAULTS:
         raise ConfigurationError(
-            f"component={component!r} is not a fault domain; use one of {', '.join(n.FAULTS)}"
+            f"component={shown(component)} is not a fault domain; use one of {', '.join(n.FAULTS)}"
         )
     if on_budget_exceeded is not None and not callable(on_budget_exceeded):
         raise ConfigurationError(
             f"on_budget_exceeded must be callable (it returns the degraded answer), got "
-            f"{on_budget_exceeded!r}"
+            f"{shown(on_budget_exceeded)}"
         )
 
 
@@ -74,19 +78,22 @@ def _extra_attributes(kind: str, extra: Mapping[str, object]) -> dict[str, Attri
     """The user's keywords as span attributes: semantic names mapped, credentials refused."""
     attrs: dict[str, AttributeValue] = {}
     for key, value in extra.items():
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"attribute name {key!r} must be a non-empty string")
+        if not isinstance(key, str) or not key or valid_text(key) is not key:
+            raise ConfigurationError(
+                f"attribute name {shown(key)} must be a non-empty string of valid Unicode (no lone "
+                "surrogates)"
+            )
         if is_secret_name(key):
             # Credentials are never recorded; refusing loudly beats dropping silently here.
             raise ConfigurationError(
                 f"{key}= looks like a credential and is never recorded; remove it from the "
-                f"{kind!r} stage's keywords"
+                f"{shown(kind)} stage's keywords"
             )
         legal = coerce(value)
         if legal is None:
             raise ConfigurationError(
-                f"{key}={value!r} for a {kind!r} stage is not a span attribute value; use "
-                "a str, bool, int, float or a list of one of them"
+                f"{key}={shown(value)} for a {shown(kind)} stage is not a span attribute value; "
+                "use a str, bool, int, float or a list of one of them"
             )
         attrs[_SEMANTIC_KEYWORDS.get(key, key)] = legal
     return attrs
@@ -98,6 +105,9 @@ class Spec:
     __slots__ = (
         "component",
         "exemplar_at",
+        "given_name",
+        "given_span_name",
+        "given_validator",
         "info",
         "is_genai",
         "is_request",
@@ -138,9 +148,16 @@ class Spec:
             "operation": operation,
         }
         _check(kind, names, component, on_budget_exceeded)
+        # A str subclass may override hashing or formatting: keep the plain text only.
+        name = str.__str__(name)
+        system, provider, model, operation = (
+            None if v is None else str.__str__(v) for v in (system, provider, model, operation)
+        )
         self.kind = kind
         self.info = info
-        self.name = name
+        # What the application gave; name, span name and validator are the redacted forms,
+        # made by refresh() with the configuration's redactor before any stage runs.
+        self.given_name = self.name = name
         self.is_request = kind == "request"
         self.is_genai = kind in GENAI_KINDS
         self.on_budget_exceeded = on_budget_exceeded
@@ -159,9 +176,10 @@ class Spec:
         attrs = self._own_attributes()
         attrs.update(_extra_attributes(kind, extra))
         validator = extra.get("validator")
-        self.validator = str(coerce(validator)) if validator is not None else None
+        self.given_validator = str(coerce(validator)) if validator is not None else None
+        self.validator = self.given_validator
         self.static_attrs = attrs
-        self.span_name = self._span_name(extra)
+        self.given_span_name = self.span_name = self._span_name(extra)
         self.exemplar_at = -EXEMPLAR_INTERVAL_S
         self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE))
 
@@ -205,8 +223,22 @@ class Spec:
         return f"{kind} {name}"
 
     def refresh(self, cfg: Config) -> SpecState:
-        """Recompute what depends on the configuration (release attributes, metric labels)."""
-        attrs = dict(self.static_attrs)
+        """Recompute what depends on the configuration: redacted names and attributes, release
+        attributes, metric labels.
+
+        Names and keyword attributes are text from the application like any other (a stage
+        named after a user's input happens), so they are redacted here, once per configuration,
+        rather than on every stage.
+        """
+        redactor = cfg.redactor
+        self.name = safe_text(redactor, self.given_name, _NAME_BYTES)
+        self.span_name = safe_text(redactor, self.given_span_name, _NAME_BYTES)
+        if self.given_validator is not None:
+            self.validator = safe_text(redactor, self.given_validator, _NAME_BYTES)
+        attrs = {
+            key: value if key == n.CS_STAGE_KIND else safe_attribute(redactor, value)
+            for key, value in self.static_attrs.items()
+        }
         attrs.update(cfg.release_attributes)
         if cfg.openinference:
             # Phoenix and Arize read these names; they sit beside the OTel ones, not instead.
@@ -244,13 +276,11 @@ def spec_for(kind: str, name: str | None, kwargs: dict[str, Any]) -> Spec:
     """Specs of ``stage()``/``request()`` call sites, cached so a loop pays for one."""
     try:
         key: tuple[Any, ...] | None = (kind, name, *sorted(kwargs.items()))
-        hash(key)
-    except TypeError:
-        key = None
-    if key is not None:
-        found = _spec_cache.get(key)
-        if found is not None:
-            return found
+        found = _spec_cache.get(key)  # type: ignore[arg-type]
+    except Exception:  # unhashable, or its __hash__/__eq__ fails
+        key = found = None
+    if found is not None:
+        return found
     spec = make_spec(kind, name or kind, kwargs)
     if key is not None:
         if len(_spec_cache) >= _SPEC_CACHE_LIMIT:
@@ -263,7 +293,7 @@ def make_spec(kind: object, name: str, kwargs: dict[str, Any]) -> Spec:
     """A :class:`Spec` from ``traced_stage``/``stage`` keywords (``kwargs`` is consumed)."""
     if not isinstance(kind, str):
         raise ConfigurationError(
-            f"stage kind must be a string such as 'retrieval' or 'model', got {kind!r}"
+            f"stage kind must be a string such as 'retrieval' or 'model', got {shown(kind)}"
         )
     system = kwargs.pop("system", None)
     provider = kwargs.pop("provider", None)
@@ -271,14 +301,23 @@ def make_spec(kind: object, name: str, kwargs: dict[str, Any]) -> Spec:
     operation = kwargs.pop("operation", None)
     component = kwargs.pop("component", None)
     on_budget = kwargs.pop("on_budget_exceeded", None)
-    return Spec(
-        kind,
-        name,
-        system=system,
-        provider=provider,
-        model=model,
-        operation=operation,
-        component=component,
-        on_budget_exceeded=on_budget,
-        extra=kwargs,
-    )
+    try:
+        return Spec(
+            kind,
+            name,
+            system=system,
+            provider=provider,
+            model=model,
+            operation=operation,
+            component=component,
+            on_budget_exceeded=on_budget,
+            extra=kwargs,
+        )
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # an odd value: its own error, or a RecursionError, is not ours
+        raise ConfigurationError(
+            f"the keywords of a {shown(kind)} stage could not be read ({type(exc).__name__} from a "
+            f"value); give names as str and attributes as str, bool, int, float or a list of one "
+            f"of them"
+        ) from exc

@@ -18,6 +18,7 @@ from chainsight import _names as n
 from chainsight.config.state import report_internal
 from chainsight.errors import BudgetExceeded
 from chainsight.export.metric_families import NO_REQUEST_LABELS, RequestLabels
+from chainsight.stages.attrs import safe_text
 from chainsight.stages.content import record_content
 from chainsight.stages.responses import ResponseInfo
 
@@ -36,6 +37,8 @@ __all__ = [
 logger = logging.getLogger("chainsight")
 
 _MAX_COUNT: Final = 2**53
+# The longest model name recorded from record_usage(model=...), in UTF-8 bytes.
+_MODEL_BYTES: Final = 256
 _TOKEN_TYPES: Final = (
     n.TOKEN_INPUT,
     n.TOKEN_OUTPUT,
@@ -81,6 +84,9 @@ def record(
     if model is not None and (not isinstance(model, str) or not model):
         stage.cfg.metrics.invalid("record_usage")
         model = None
+    elif model is not None:
+        # Text from the application, recorded as gen_ai.response.model: redacted like any.
+        model = safe_text(stage.cfg.redactor, str.__str__(model), _MODEL_BYTES)
     if all(c is None for c in counts) and not units:
         return
     inp, out, read, write, reasoning = (c or 0 for c in counts)

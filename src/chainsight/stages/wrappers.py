@@ -160,6 +160,13 @@ def traced_stage(
     failures belong to. Any other keyword becomes a span attribute. Mistakes raise
     :class:`ConfigurationError` here, at decoration time.
     """
+    if callable(kind) and not isinstance(kind, str):
+        # @chainsight.traced_stage without parentheses hands the function over as the kind.
+        raise ConfigurationError(
+            f"@chainsight.traced_stage needs a stage kind, got the function "
+            f"{getattr(kind, '__qualname__', kind)!r}; write @chainsight.traced_stage('model') "
+            f"(or 'retrieval', 'prompt', ...) with parentheses"
+        )
     extra = dict(attributes)
     for key, value in (
         ("system", system),
@@ -171,10 +178,8 @@ def traced_stage(
     ):
         if value is not None:
             extra[key] = value
-    if name is not None:
-        make_spec(kind, name, dict(extra))  # validate now, even before the function arrives
-    elif isinstance(kind, str):
-        make_spec(kind, "probe", dict(extra))
+    # Validate now, even before the function arrives.
+    make_spec(kind, name if name is not None else "probe", dict(extra))
 
     def decorate(func: F) -> F:
         # Placed above @staticmethod/@classmethod: wrap the function, keep the descriptor.
