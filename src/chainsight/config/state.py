@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import threading
+import traceback
 
 from chainsight.config import build, lifecycle
 from chainsight.config.snapshot import Config
@@ -72,11 +73,33 @@ def report_internal(where: str, exc: BaseException) -> None:
             cfg.metrics.internal_error(where)
         if where not in _internal_logged:
             _internal_logged.add(where)
-            logger.error("chainsight internal error in %s (logged once)", where, exc_info=exc)
+            logger.error(
+                "chainsight internal error in %s (logged once): %s: %s\n%s",
+                where,
+                type(exc).__qualname__,
+                _message(cfg, exc),
+                "".join(traceback.format_tb(exc.__traceback__, limit=_TRACEBACK_FRAMES)),
+            )
     except Exception:  # noqa: S110 - the reporter itself must never fail the app
         pass
     if cfg is not None and cfg.raise_internal:
         raise exc
+
+
+# The log line of an internal error: where in the code, and a redacted, bounded message (it may
+# quote what the application passed in, like any exception message).
+_TRACEBACK_FRAMES = 20
+_MESSAGE_BYTES = 512
+
+
+def _message(cfg: Config | None, exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        return "<unprintable>"
+    if cfg is None:
+        return "<not shown: no configuration to redact it with>"
+    return cfg.redactor(str.__str__(text), _MESSAGE_BYTES) or "<redaction failed>"
 
 
 def _at_exit() -> None:
