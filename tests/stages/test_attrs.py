@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chainsight.stages.attrs import MAX_ATTRIBUTE_LENGTH, clean_attributes, coerce, is_secret_name
+from chainsight.stages.attrs import (
+    MAX_ATTRIBUTE_LENGTH,
+    clean_attributes,
+    coerce,
+    is_secret_name,
+    safe_attribute,
+)
+from chainsight.stages.redact import Redactor
 
 
 class Colour(enum.Enum):
@@ -38,8 +45,14 @@ def test_coerce(value: object, expected: object) -> None:
     assert coerce(value) == expected
 
 
-def test_long_strings_are_capped() -> None:
-    assert len(str(coerce("x" * 100_000))) == MAX_ATTRIBUTE_LENGTH
+def test_long_strings_are_redacted_whole_then_capped() -> None:
+    # coerce keeps the whole text: a cut before redaction could leave half a secret behind.
+    assert coerce("x" * 100_000) == "x" * 100_000
+    tail = "w " * 2046 + "dana.kim@example.com and more"
+    kept = safe_attribute(Redactor(), tail)
+    assert isinstance(kept, str)
+    assert len(kept.encode()) <= MAX_ATTRIBUTE_LENGTH
+    assert "dana" not in kept
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ _SECRET_NUMBER: Final = 10**12
 MAX_ATTRIBUTE_LENGTH: Final = 4096
 MAX_SEQUENCE_LENGTH: Final = 128
 _INT64: Final = 2**63
+_HUGE: Final = 2**256
 
 _SECRET_NAMES: Final = frozenset(
     {
@@ -52,24 +53,22 @@ def is_secret_name(name: str) -> bool:
     return last in _SECRET_NAMES or _SECRET_SUFFIX.search(last) is not None
 
 
-def _cap(text: str) -> str:
-    return text if len(text) <= MAX_ATTRIBUTE_LENGTH else text[:MAX_ATTRIBUTE_LENGTH]
-
-
 def coerce(value: object) -> AttributeValue | None:
     """An OTel-legal attribute value for ``value``, or None when it cannot be one.
 
-    Strings are capped, ints outside 64 bits become strings, enums give their value, sequences
-    become tuples of one primitive type (mixed ones become strings). Other objects are refused
-    rather than ``str()``-ed: their text may be huge, slow, or carry what must not be recorded.
+    Strings are returned whole: they are cut only after redaction (:func:`safe_attribute`), so
+    no secret is ever exported in part. Ints outside 64 bits become strings (beyond 256 bits
+    they are refused), enums give their value, sequences become tuples of one primitive type
+    (mixed ones become strings). Other objects are refused rather than ``str()``-ed: their text
+    may be huge, slow, or carry what must not be recorded.
     """
     kind = type(value)
-    if kind is str:
-        return _cap(value)  # type: ignore[arg-type]
-    if kind is bool or kind is float:
+    if kind is str or kind is bool or kind is float:
         return value  # type: ignore[return-value]
     if kind is int:
-        return value if -_INT64 <= value < _INT64 else str(value)  # type: ignore[operator,return-value]
+        if -_INT64 <= value < _INT64:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        return str(value) if -_HUGE < value < _HUGE else None  # type: ignore[operator]
     if isinstance(value, enum.Enum):
         return coerce(value.value)
     if isinstance(value, (list, tuple)):
@@ -91,7 +90,7 @@ def coerce(value: object) -> AttributeValue | None:
     if isinstance(value, float):
         return float.__float__(value)
     if isinstance(value, str):
-        return _cap(str.__str__(value))
+        return str.__str__(value)
     return None
 
 

@@ -132,16 +132,66 @@ _EMAIL = re.compile(
 # OCR and copy-paste give all of them. Only issuer digits 2-6 (the card networks) count: this
 # keeps millisecond timestamps (1…), ISBNs (978…) and most ids out. A Luhn check follows.
 _CARD = re.compile(
-    r"(?P<v>[2-6](?<![A-Za-z0-9_.,/+-][2-6])(?<![0-9][ \t\n.-][2-6])"
+    r"(?P<v>[2-6](?<![A-Za-z0-9_.,/+-][2-6])"
     r"(?:[0-9]{12,18}|[0-9]{3}(?P<sep>[ \t\n.-])[0-9]{4,6}(?:(?P=sep)[0-9]{3,5}){1,3}))"
     r"(?![0-9]|[.,-][0-9])"
 )
 
 
+def _continues_a_list(text: str, start: int) -> bool:
+    """True when the grouped number at ``start`` follows two bare numbers, as in "sizes 256
+    1024 2048 4096 8192 16384": a list of numbers, not a card. One number before is not enough
+    ("page 12 4111 1111 1111 1111" is a card), and a number that ends a longer token (the "05"
+    of "2024-11-05") is not bare."""
+    i = start
+    for _ in range(2):
+        i -= 1
+        if i < 1 or text[i] not in _CARD_SEPARATORS or not text[i - 1].isdigit():
+            return False
+        i -= 1
+        while i >= 0 and text[i].isdigit():
+            i -= 1
+        if i >= 0 and not text[i].isspace():
+            return False
+        i += 1  # the first digit of the bare number: its separator is checked next
+    return True
+
+
+_CARD_SEPARATORS = " \t\n.-"
+_CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 6, 5), (4, 6, 4)})
+
+
 def _accept_card(m: re.Match[str]) -> _Span | None:
-    digits = _digits(m.group("v"))
+    value = m.group("v")
+    sep = m.group("sep")
+    # A number grouped as cards are printed is a card wherever it stands; another grouping
+    # right after a list of numbers is one more number of the list.
+    if (
+        sep is not None
+        and tuple(len(g) for g in value.split(sep)) not in _CARD_GROUPINGS
+        and _continues_a_list(m.string, m.start("v"))
+    ):
+        return None
+    digits = _digits(value)
     if 13 <= len(digits) <= 19 and _luhn_ok(digits):
         return m.span("v")
+    if sep is None:
+        return None
+    # Grouped numbers in a row ("4412 4111 1111 1111 1111", two cards one after the other)
+    # match as one run too long to be a card: look for a card among its groups, leftmost and
+    # longest first. The redactor's next pass finds any second one.
+    groups = value.split(sep)
+    offsets = [0]
+    for group in groups:
+        offsets.append(offsets[-1] + len(group) + len(sep))
+    base = m.start("v")
+    for first in range(len(groups)):
+        if groups[first][0] not in "23456":
+            continue
+        for last in range(len(groups), first + 2, -1):
+            found = "".join(groups[first:last])
+            if 13 <= len(found) <= 19 and _luhn_ok(found):
+                return base + offsets[first], base + offsets[last] - len(sep)
     return None
 
 
@@ -200,7 +250,16 @@ _DATE_LIKE = re.compile(r"0[1-9][ -](?:0[1-9]|1[0-2])[ -](?:19|20)[0-9]{2}")
 
 
 def _accept_intl_phone(m: re.Match[str]) -> _Span | None:
-    return m.span() if 8 <= sum(ch.isdigit() for ch in m.group()) <= 15 else None
+    value = m.group()
+    # "+44 20 7946 0958 (415) 555-0132": the separators allow "(0)", so the match runs on into
+    # the next number's area code. An opening parenthesis the match does not close starts the
+    # next number: end before it (the redactor's next pass finds that one).
+    opened = value.rfind("(")
+    if opened > 0 and ")" not in value[opened:]:
+        value = value[:opened].rstrip(" .-")
+    if 8 <= sum(ch.isdigit() for ch in value) <= 15:
+        return m.start(), m.start() + len(value)
+    return None
 
 
 def _accept_national_phone(m: re.Match[str]) -> _Span | None:

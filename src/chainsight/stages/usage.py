@@ -202,14 +202,18 @@ def _price(
             provider=metrics.guarded("unpriced_provider", provider),
             model=metrics.guarded("unpriced_model", model),
         ).inc()
-        key = f"{provider}/{model}"
+        # The names come from the application or a response: redacted and bounded before they
+        # are logged or remembered.
+        shown_model = safe_text(cfg.redactor, model, _MODEL_BYTES)
+        shown_provider = safe_text(cfg.redactor, provider, _MODEL_BYTES) if provider else None
+        key = f"{shown_provider}/{shown_model}"
         if key not in _warned_unpriced and len(_warned_unpriced) < _WARN_LIMIT:
             _warned_unpriced.add(key)
             logger.warning(
                 "chainsight: no price for model %r (provider %r): its cost is unknown, not "
                 "zero; add a row with configure(prices=...) (see docs/cost.md)",
-                model,
-                provider or None,
+                shown_model,
+                shown_provider,
             )
         return None
     from chainsight.cost.prices import cost_usd  # noqa: PLC0415 - keeps the table's import lazy
@@ -278,16 +282,21 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
     if info.output_text is not None and stage.cfg.capture is not None:
         message = [{"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}]
         record_content(stage, {"output_messages": message})
-    if info.response_model:
-        stage._set_response_model(info.response_model)
+    # What a response says is text from outside like any other: redacted before it is kept.
+    redactor = stage.cfg.redactor
+    model = safe_text(redactor, info.response_model, _MODEL_BYTES) if info.response_model else None
+    if model:
+        stage._set_response_model(model)
     if stage.recording:
         attrs: dict[str, AttributeValue] = {}
-        if info.response_model:
-            attrs[n.GEN_AI_RESPONSE_MODEL] = info.response_model
+        if model:
+            attrs[n.GEN_AI_RESPONSE_MODEL] = model
         if info.response_id:
-            attrs[n.GEN_AI_RESPONSE_ID] = info.response_id
+            attrs[n.GEN_AI_RESPONSE_ID] = safe_text(redactor, info.response_id, _MODEL_BYTES)
         if info.finish_reasons:
-            attrs[n.GEN_AI_RESPONSE_FINISH_REASONS] = info.finish_reasons
+            attrs[n.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(
+                safe_text(redactor, reason, _MODEL_BYTES) for reason in info.finish_reasons
+            )
         if attrs:
             stage.span.set_attributes(attrs)
     record(
