@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
 import chainsight
+from chainsight.export.jsonl import JsonlSpanExporter
 from chainsight.export.traces import (
     CountingSpanExporter,
     DroppingBatchProcessor,
@@ -257,3 +259,65 @@ def test_spans_ending_in_a_cool_down_are_counted_without_being_queued() -> None:
     assert processor.pending in (0, 1)
     assert processor.dropped == 10
     provider.shutdown()
+
+
+class _StuckWithItsLock(SpanExporter):
+    """Like a sink that stopped taking bytes: export holds a lock, and shutdown wants it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.exporting = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.lock:
+            self.exporting.set()
+            self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self.lock:
+            pass
+
+
+def test_the_give_up_counts_before_it_stops_a_stuck_exporter() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    stuck = _StuckWithItsLock()
+    lost: list[int] = []
+    counting = CountingSpanExporter(stuck, lost.append)
+    processor = DroppingBatchProcessor(
+        counting, lost.append, schedule_delay_millis=10, max_export_batch_size=2
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(10):
+        with tracer.start_as_current_span("s"):
+            pass
+    assert stuck.exporting.wait(10)  # one batch of two is stuck in export, eight wait
+
+    giving_up = threading.Thread(target=processor.abandon)
+    giving_up.start()
+    giving_up.join(10)  # stopping the exporter would wait for the stuck export: not done here
+
+    assert not giving_up.is_alive()
+    assert sum(lost) == 8  # counted at once; the batch in flight counts itself
+    stuck.release.set()
+    processor.force_flush(10_000)
+    assert counting.exported == 2
+    assert sum(lost) == 8  # what was counted at the give-up is not sent, nor counted again
+    provider.shutdown()
+
+
+def test_a_jsonl_batch_the_sink_took_in_part_counts_only_the_rest(tmp_path: Path) -> None:
+    class HalfTaken(JsonlSpanExporter):
+        def write(self, spans: Sequence[ReadableSpan]) -> int:
+            return len(spans) // 2
+
+    lost: list[int] = []
+    exporter = CountingSpanExporter(HalfTaken(str(tmp_path / "s.jsonl")), lost.append)
+    batch: list[ReadableSpan] = [object()] * 6  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.FAILURE
+    assert lost == [3]
+    assert (exporter.exported, exporter.failed) == (3, 3)
