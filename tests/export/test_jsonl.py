@@ -146,3 +146,20 @@ def test_a_line_cut_by_a_stalled_sink_does_not_swallow_the_next(
     assert not fragment.endswith(b"}")  # cut: ended by a newline of its own
     assert json.loads(line)["name"] == "span-0"
     exporter.shutdown()
+
+
+def test_after_fork_the_child_has_a_fresh_lock_and_opens_the_file_itself(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = JsonlSpanExporter(str(path))
+    assert exporter.write(spans(1)) == 1
+    inherited = exporter._fd
+    assert inherited is not None
+    exporter._lock.acquire()  # the parent's export thread, mid-batch at fork time
+    jsonl.after_fork_in_child()  # what chainsight's fork hook calls in the child
+    assert exporter._fd is None
+    # The child's copy of the descriptor is closed, not leaked.
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(inherited)
+    assert exporter.write(spans(2)) == 2  # the lock is a new one, the path opened anew
+    exporter.shutdown()
+    assert len(path.read_text().splitlines()) == 3

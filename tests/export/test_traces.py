@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from chainsight.export.jsonl import JsonlSpanExporter
 from chainsight.export.traces import (
     CountingSpanExporter,
     DroppingBatchProcessor,
+    PerProcessExporter,
     parse_exporter,
 )
 
@@ -321,3 +323,55 @@ def test_a_jsonl_batch_the_sink_took_in_part_counts_only_the_rest(tmp_path: Path
     assert exporter.export(batch) is SpanExportResult.FAILURE
     assert lost == [3]
     assert (exporter.exported, exporter.failed) == (3, 3)
+
+
+class _Recording(SpanExporter):
+    def __init__(self) -> None:
+        self.batches = 0
+        self.shut_down = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches += 1
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_an_otlp_http_exporter_is_built_anew_in_a_forked_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[_Recording] = []
+
+    def build() -> _Recording:
+        built.append(_Recording())
+        return built[-1]
+
+    exporter = PerProcessExporter(build)
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)  # now in a forked child
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    assert len(built) == 2  # the child's own: the parent's connections are not shared
+    assert [e.batches for e in built] == [1, 1]
+    exporter.shutdown()
+    assert [e.shut_down for e in built] == [False, True]  # the parent's copy is left alone
+
+
+def test_a_child_that_never_exported_shuts_nothing_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[_Recording] = []
+
+    def build() -> _Recording:
+        built.append(_Recording())
+        return built[-1]
+
+    exporter = PerProcessExporter(build)
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)
+    exporter.shutdown()
+    assert len(built) == 1
+    assert not built[0].shut_down
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.FAILURE  # shut down: nothing is built
+    assert len(built) == 1

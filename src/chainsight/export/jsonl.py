@@ -5,7 +5,8 @@ Two properties make it safe where the file is shared or the sink stops taking by
 - **Whole lines, even across processes.** Lines are appended with ``os.write`` on a descriptor
   opened ``O_APPEND``, with no buffer in between, in chunks of whole lines. The kernel appends
   one ``write`` in one piece (on a local regular file whatever its size, on a pipe or FIFO up to
-  ``PIPE_BUF`` bytes), so processes appending to one file never split each other's lines.
+  ``PIPE_BUF`` bytes), so a forked child and its parent appending to one file never split each
+  other's lines. A forked child drops its copy of the descriptor and opens the path itself.
 - **Never stuck for ever.** The descriptor is non-blocking where that means something (a FIFO,
   a pipe): a FIFO nobody opened fails at once, and a sink that takes nothing for
   ``STALL_TIMEOUT_S``, or a :meth:`~JsonlSpanExporter.shutdown` (shutdown giving up), ends the
@@ -22,6 +23,7 @@ import select
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -31,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from chainsight.errors import ConfigurationError
 
-__all__ = ["JSONL_SCHEMA", "JsonlSpanExporter", "span_to_dict"]
+__all__ = ["JSONL_SCHEMA", "JsonlSpanExporter", "after_fork_in_child", "span_to_dict"]
 
 JSONL_SCHEMA: Final = "chainsight.span/1"
 # A sink that takes no byte for this long fails the rest of the batch: the OTLP exporters'
@@ -148,6 +150,7 @@ class JsonlSpanExporter(SpanExporter):
                 f"exporter 'jsonl:{path}': directory {directory!r} does not exist; create it or "
                 "choose another path"
             )
+        _live.add(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Append the batch; SUCCESS only if every span was written."""
@@ -251,3 +254,23 @@ class JsonlSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is buffered: each batch is in the kernel's hands when ``write`` returns."""
         return True
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock, and the path opened anew on the next write.
+
+        The parent's export thread may have held the lock at fork time (it is held for a whole
+        batch), and it would stay held for ever in the child. The child closes only its own
+        copy of the descriptor; the parent's stays open.
+        """
+        self._lock = threading.Lock()
+        self._drop_fd()
+        self._torn = False
+
+
+_live: weakref.WeakSet[JsonlSpanExporter] = weakref.WeakSet()
+
+
+def after_fork_in_child() -> None:
+    """Renew every JSONL exporter of this process in a forked child (chainsight's fork hook)."""
+    for exporter in list(_live):
+        exporter.after_fork_in_child()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -36,11 +37,14 @@ from opentelemetry.util.types import Attributes
 
 from chainsight import _names as n
 from chainsight.errors import ConfigurationError
+from chainsight.export import jsonl
 from chainsight.export.jsonl import JsonlSpanExporter
 
 __all__ = [
     "CountingSpanExporter",
     "DroppingBatchProcessor",
+    "PerProcessExporter",
+    "after_fork_in_child",
     "build_tracer_provider",
     "default_exporter_spec",
     "parse_exporter",
@@ -67,6 +71,12 @@ MAX_COOL_DOWN_S: Final = 30.0
 COOLED_BATCH_PAUSE_S: Final = 0.001
 
 FailureCallback = Callable[[int], None]
+
+# What owns a lock here (processors, counting exporters), renewed in a forked child by
+# after_fork_in_child(); held weakly, so a replaced pipeline is not kept alive for it.
+_renewed_after_fork: weakref.WeakSet[CountingSpanExporter | DroppingBatchProcessor] = (
+    weakref.WeakSet()
+)
 
 
 def batch_settings() -> tuple[int, int, int]:
@@ -150,12 +160,56 @@ def _otlp_exporter(protocol: str) -> SpanExporter:
             OTLPSpanExporter as GrpcExporter,
         )
 
+        # gRPC has its own rules for fork() (GRPC_ENABLE_FORK_SUPPORT); see docs/operations.md.
         return GrpcExporter(timeout=EXPORT_TIMEOUT_S)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter as HttpExporter,
     )
 
-    return HttpExporter(timeout=EXPORT_TIMEOUT_S)
+    return PerProcessExporter(lambda: HttpExporter(timeout=EXPORT_TIMEOUT_S))
+
+
+class PerProcessExporter(SpanExporter):
+    """An exporter built anew, from the same settings, in a forked child that exports.
+
+    The OTLP/HTTP exporter keeps a pool of kept-alive connections: in a forked child a pooled
+    socket is the parent's too (the two processes' requests and answers would mix on one
+    connection), and a lock of the pool that the parent's export thread held at fork time
+    stays held for ever. The child neither uses nor shuts down its copy of the parent's
+    exporter; the first export in the child builds its own.
+    """
+
+    def __init__(self, build: Callable[[], SpanExporter]) -> None:
+        self._build = build
+        self._pid = os.getpid()
+        self._current: SpanExporter | None = build()
+        self._shut_down = False
+
+    def _here(self) -> SpanExporter | None:
+        """This process's exporter; built on first use in a forked child."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._current = None if self._shut_down else self._build()
+        return self._current
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through this process's own exporter."""
+        exporter = None if self._shut_down else self._here()
+        if exporter is None:
+            return SpanExportResult.FAILURE
+        return exporter.export(spans)
+
+    def shutdown(self) -> None:
+        """Shut this process's exporter down (a child's copy of the parent's is left alone)."""
+        self._shut_down = True
+        if self._pid == os.getpid() and self._current is not None:
+            self._current.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush this process's exporter, if it has one yet."""
+        if self._pid != os.getpid() or self._current is None:
+            return True
+        return self._current.force_flush(timeout_millis)
 
 
 def make_exporter(kind: str, arg: str) -> SpanExporter | None:
@@ -193,6 +247,7 @@ class CountingSpanExporter(SpanExporter):
         self._abandoned_budget = 0
         self._in_flight = 0
         self._stopped = False
+        _renewed_after_fork.add(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the inner exporter; every span not exported is counted.
@@ -296,6 +351,12 @@ class CountingSpanExporter(SpanExporter):
         with contextlib.suppress(Exception):
             self.inner.shutdown()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock; the parent's batch in flight and give-up are its own."""
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._abandoned_budget = 0
+
     def shutdown(self) -> None:
         """Shut the inner exporter down."""
         self.inner.shutdown()
@@ -331,6 +392,7 @@ class DroppingBatchProcessor(SpanProcessor):
         self._closed = False
         self.dropped = 0
         exporter.on_batch_done = self._batch_done
+        # The SDK's processor renews its own lock, queue and thread in a forked child.
         self._inner = BatchSpanProcessor(
             exporter,
             max_queue_size=max_queue_size + max_export_batch_size,
@@ -338,6 +400,7 @@ class DroppingBatchProcessor(SpanProcessor):
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
+        _renewed_after_fork.add(self)
 
     def abandon(self) -> int:
         """Stop exporting (shutdown gave up): count every span still waiting as lost.
@@ -475,3 +538,14 @@ def build_tracer_provider(
             )
             provider.add_span_processor(processor)
     return provider, processor, sampler
+
+
+def after_fork_in_child() -> None:
+    """Renew, in a forked child, every lock of this process's span export (chainsight's hook).
+
+    Threads do not survive ``fork()``: a lock the parent's export thread held at that moment
+    (a JSONL exporter holds one for a whole batch) would stay held for ever in the child.
+    """
+    for owner in list(_renewed_after_fork):
+        owner.after_fork_in_child()
+    jsonl.after_fork_in_child()
