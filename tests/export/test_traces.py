@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,9 +14,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
 import chainsight
+from chainsight.export.jsonl import JsonlSpanExporter
 from chainsight.export.traces import (
     CountingSpanExporter,
     DroppingBatchProcessor,
+    PerProcessExporter,
     parse_exporter,
 )
 
@@ -257,3 +261,117 @@ def test_spans_ending_in_a_cool_down_are_counted_without_being_queued() -> None:
     assert processor.pending in (0, 1)
     assert processor.dropped == 10
     provider.shutdown()
+
+
+class _StuckWithItsLock(SpanExporter):
+    """Like a sink that stopped taking bytes: export holds a lock, and shutdown wants it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.exporting = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.lock:
+            self.exporting.set()
+            self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self.lock:
+            pass
+
+
+def test_the_give_up_counts_before_it_stops_a_stuck_exporter() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    stuck = _StuckWithItsLock()
+    lost: list[int] = []
+    counting = CountingSpanExporter(stuck, lost.append)
+    processor = DroppingBatchProcessor(
+        counting, lost.append, schedule_delay_millis=10, max_export_batch_size=2
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(10):
+        with tracer.start_as_current_span("s"):
+            pass
+    assert stuck.exporting.wait(10)  # one batch of two is stuck in export, eight wait
+
+    giving_up = threading.Thread(target=processor.abandon)
+    giving_up.start()
+    giving_up.join(10)  # stopping the exporter would wait for the stuck export: not done here
+
+    assert not giving_up.is_alive()
+    assert sum(lost) == 8  # counted at once; the batch in flight counts itself
+    stuck.release.set()
+    processor.force_flush(10_000)
+    assert counting.exported == 2
+    assert sum(lost) == 8  # what was counted at the give-up is not sent, nor counted again
+    provider.shutdown()
+
+
+def test_a_jsonl_batch_the_sink_took_in_part_counts_only_the_rest(tmp_path: Path) -> None:
+    class HalfTaken(JsonlSpanExporter):
+        def write(self, spans: Sequence[ReadableSpan]) -> int:
+            return len(spans) // 2
+
+    lost: list[int] = []
+    exporter = CountingSpanExporter(HalfTaken(str(tmp_path / "s.jsonl")), lost.append)
+    batch: list[ReadableSpan] = [object()] * 6  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.FAILURE
+    assert lost == [3]
+    assert (exporter.exported, exporter.failed) == (3, 3)
+
+
+class _Recording(SpanExporter):
+    def __init__(self) -> None:
+        self.batches = 0
+        self.shut_down = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches += 1
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_an_otlp_http_exporter_is_built_anew_in_a_forked_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[_Recording] = []
+
+    def build() -> _Recording:
+        built.append(_Recording())
+        return built[-1]
+
+    exporter = PerProcessExporter(build)
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)  # now in a forked child
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    assert len(built) == 2  # the child's own: the parent's connections are not shared
+    assert [e.batches for e in built] == [1, 1]
+    exporter.shutdown()
+    assert [e.shut_down for e in built] == [False, True]  # the parent's copy is left alone
+
+
+def test_a_child_that_never_exported_shuts_nothing_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[_Recording] = []
+
+    def build() -> _Recording:
+        built.append(_Recording())
+        return built[-1]
+
+    exporter = PerProcessExporter(build)
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)
+    exporter.shutdown()
+    assert len(built) == 1
+    assert not built[0].shut_down
+    batch: list[ReadableSpan] = [object()]  # type: ignore[list-item]
+    assert exporter.export(batch) is SpanExportResult.FAILURE  # shut down: nothing is built
+    assert len(built) == 1

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from chainsight import _names as n
 from chainsight.config.snapshot import Config
 from chainsight.export import metrics as _metrics
+from chainsight.export import traces as _traces
 from chainsight.export.traces import DroppingBatchProcessor
 
 __all__ = ["after_fork_in_child", "close", "exit_timeout", "retire", "shutdown"]
@@ -166,13 +167,26 @@ def exit_timeout() -> float:
 def after_fork_in_child(cfg: Config) -> None:
     """Renew, in a forked child, what threads and locks of ``cfg``'s pipeline held.
 
-    Threads do not survive ``fork()``: the SDK restarts its batch export thread itself; here we
-    renew the metrics' locks, our count of queued spans, and the OTLP metrics thread. In
-    prometheus-client multiprocess mode the parent alone pushes OTLP metrics, since it reads
-    every worker's values.
+    Threads do not survive ``fork()``, and a lock one of them held at that moment stays held
+    for ever in the child. The SDK restarts its batch export thread itself; here we renew every
+    lock chainsight owns (span export, metrics, budgets, redactor, this module's), our counts
+    of queued spans, the OTLP metrics thread, and the retirement of providers a recent
+    ``configure()`` replaced. In prometheus-client multiprocess mode the parent alone pushes
+    OTLP metrics, since it reads every worker's values.
     """
+    global _retiring_lock, _expedite
+    _retiring_lock = threading.Lock()
+    # A shutdown() under way in the parent is not the child's: its retirements keep their grace.
+    _expedite = threading.Event()
+    _traces.after_fork_in_child()
     _metrics.after_fork_in_child()
-    if cfg.processor is not None:
-        cfg.processor.after_fork_in_child()
+    if cfg.budgets is not None:
+        cfg.budgets.after_fork_in_child()
+    cfg.redactor.after_fork_in_child()
     if cfg.otlp_bridge is not None and _metrics.multiprocess_dir() is None:
         cfg.otlp_bridge.after_fork_in_child()
+    for retiring in _retiring:
+        # Their retire threads did not survive the fork: the child retires them itself.
+        threading.Thread(
+            target=_retire_later, args=(retiring,), name="chainsight-retire", daemon=True
+        ).start()

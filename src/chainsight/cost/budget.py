@@ -168,6 +168,18 @@ class BudgetSet:
         self._logged: set[tuple[str, str, str]] = set()  # (budget, period, what)
         self._store_ok = True
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks, here and in the store (chainsight's fork hook).
+
+        A request thread of the parent may have held one at fork time; it would stay held for
+        ever in the child. A store of the app's own making renews itself if it has this method.
+        """
+        self._lock = threading.Lock()
+        self._charge_lock = threading.Lock()
+        renew = getattr(self.store, "after_fork_in_child", None)
+        if callable(renew):
+            renew()
+
     # --- store outcomes -------------------------------------------------------------------
 
     def _store_failed(self, exc: BaseException, during: str) -> None:

@@ -153,6 +153,13 @@ class RedisBudgetStore:
                 f"Example: 'redis://redis.internal:6379/0'."
             ) from exc
 
+    def after_fork_in_child(self) -> None:
+        """A lock held by another thread at ``fork()`` would stay held forever in the child.
+
+        The client is replaced on its first use in the child (see ``_run``), not here.
+        """
+        self._lock = threading.Lock()
+
     def _connect(self) -> redis.Redis:
         # No I/O here: redis-py connects on the first command.
         from redis.backoff import NoBackoff  # noqa: PLC0415 - optional dependency

@@ -89,6 +89,10 @@ class InProcessBudgetStore:
         self._entries: dict[str, _Entry] = {}
         self._next_sweep = -math.inf
 
+    def after_fork_in_child(self) -> None:
+        """A lock held by another thread at ``fork()`` would stay held forever in the child."""
+        self._lock = threading.Lock()
+
     def _entry(self, key: str, now: float, ttl: float | None) -> _Entry:
         # Caller holds the lock.
         if now >= self._next_sweep:

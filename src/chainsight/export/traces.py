@@ -3,17 +3,18 @@
 Spans always leave through a batch processor, so no export work happens on the request path.
 A bounded queue sits in front of it: when the backend is down and the queue is full, spans are
 dropped and counted in ``chainsight_export_failures_total{signal="traces"}``, never blocked on.
+The JSONL exporter itself is in ``export.jsonl``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Final
+from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -36,15 +37,17 @@ from opentelemetry.util.types import Attributes
 
 from chainsight import _names as n
 from chainsight.errors import ConfigurationError
+from chainsight.export import jsonl
+from chainsight.export.jsonl import JsonlSpanExporter
 
 __all__ = [
     "CountingSpanExporter",
     "DroppingBatchProcessor",
-    "JsonlSpanExporter",
+    "PerProcessExporter",
+    "after_fork_in_child",
     "build_tracer_provider",
     "default_exporter_spec",
     "parse_exporter",
-    "span_to_dict",
 ]
 
 QUEUE_SIZE: Final = 4096
@@ -55,7 +58,6 @@ QUEUE_SIZE: Final = 4096
 BATCH_SIZE: Final = 64
 SCHEDULE_DELAY_MS: Final = 2000
 EXPORT_TIMEOUT_S: Final = 5.0
-JSONL_SCHEMA: Final = "chainsight.span/1"
 COOL_DOWN_AFTER: Final = 3
 # ...or after one batch that took this long to fail: the OTLP exporter only spends that long
 # when it retried (a closed port fails after ~3 s of back-off) or timed out, so the backend has
@@ -69,6 +71,12 @@ MAX_COOL_DOWN_S: Final = 30.0
 COOLED_BATCH_PAUSE_S: Final = 0.001
 
 FailureCallback = Callable[[int], None]
+
+# What owns a lock here (processors, counting exporters), renewed in a forked child by
+# after_fork_in_child(); held weakly, so a replaced pipeline is not kept alive for it.
+_renewed_after_fork: weakref.WeakSet[CountingSpanExporter | DroppingBatchProcessor] = (
+    weakref.WeakSet()
+)
 
 
 def batch_settings() -> tuple[int, int, int]:
@@ -152,12 +160,56 @@ def _otlp_exporter(protocol: str) -> SpanExporter:
             OTLPSpanExporter as GrpcExporter,
         )
 
+        # gRPC has its own rules for fork() (GRPC_ENABLE_FORK_SUPPORT); see docs/operations.md.
         return GrpcExporter(timeout=EXPORT_TIMEOUT_S)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter as HttpExporter,
     )
 
-    return HttpExporter(timeout=EXPORT_TIMEOUT_S)
+    return PerProcessExporter(lambda: HttpExporter(timeout=EXPORT_TIMEOUT_S))
+
+
+class PerProcessExporter(SpanExporter):
+    """An exporter built anew, from the same settings, in a forked child that exports.
+
+    The OTLP/HTTP exporter keeps a pool of kept-alive connections: in a forked child a pooled
+    socket is the parent's too (the two processes' requests and answers would mix on one
+    connection), and a lock of the pool that the parent's export thread held at fork time
+    stays held for ever. The child neither uses nor shuts down its copy of the parent's
+    exporter; the first export in the child builds its own.
+    """
+
+    def __init__(self, build: Callable[[], SpanExporter]) -> None:
+        self._build = build
+        self._pid = os.getpid()
+        self._current: SpanExporter | None = build()
+        self._shut_down = False
+
+    def _here(self) -> SpanExporter | None:
+        """This process's exporter; built on first use in a forked child."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._current = None if self._shut_down else self._build()
+        return self._current
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through this process's own exporter."""
+        exporter = None if self._shut_down else self._here()
+        if exporter is None:
+            return SpanExportResult.FAILURE
+        return exporter.export(spans)
+
+    def shutdown(self) -> None:
+        """Shut this process's exporter down (a child's copy of the parent's is left alone)."""
+        self._shut_down = True
+        if self._pid == os.getpid() and self._current is not None:
+            self._current.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush this process's exporter, if it has one yet."""
+        if self._pid != os.getpid() or self._current is None:
+            return True
+        return self._current.force_flush(timeout_millis)
 
 
 def make_exporter(kind: str, arg: str) -> SpanExporter | None:
@@ -169,95 +221,6 @@ def make_exporter(kind: str, arg: str) -> SpanExporter | None:
     if kind == "jsonl":
         return JsonlSpanExporter(arg)
     return None
-
-
-_KIND_NAMES: Final = {
-    trace.SpanKind.INTERNAL: "INTERNAL",
-    trace.SpanKind.CLIENT: "CLIENT",
-    trace.SpanKind.SERVER: "SERVER",
-    trace.SpanKind.PRODUCER: "PRODUCER",
-    trace.SpanKind.CONSUMER: "CONSUMER",
-}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return list(value)
-    return value
-
-
-def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
-    """The JSONL representation of a finished span (schema ``chainsight.span/1``)."""
-    ctx = span.get_span_context()
-    parent = span.parent
-    start = span.start_time or 0
-    end = span.end_time or start
-    return {
-        "schema": JSONL_SCHEMA,
-        "name": span.name,
-        "trace_id": format(ctx.trace_id, "032x") if ctx else None,
-        "span_id": format(ctx.span_id, "016x") if ctx else None,
-        "parent_span_id": format(parent.span_id, "016x") if parent else None,
-        "kind": _KIND_NAMES.get(span.kind, "INTERNAL"),
-        "start_time_unix_nano": start,
-        "end_time_unix_nano": end,
-        "duration_seconds": (end - start) / 1e9,
-        "status": {
-            "code": span.status.status_code.name,
-            "description": span.status.description,
-        },
-        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
-        "events": [
-            {
-                "name": e.name,
-                "time_unix_nano": e.timestamp,
-                "attributes": {k: _plain(v) for k, v in (e.attributes or {}).items()},
-            }
-            for e in span.events
-        ],
-        "resource": {k: _plain(v) for k, v in span.resource.attributes.items()},
-    }
-
-
-class JsonlSpanExporter(SpanExporter):
-    """Appends one JSON object per finished span to a file (see ``docs/spans-jsonl.md``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file: IO[str] | None = None
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ConfigurationError(
-                f"exporter 'jsonl:{path}': directory {directory!r} does not exist; create it or "
-                "choose another path"
-            )
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write the batch; one line per span, flushed at the end of the batch."""
-        lines = "".join(
-            json.dumps(span_to_dict(s), separators=(",", ":"), default=str) + "\n" for s in spans
-        )
-        try:
-            with self._lock:
-                if self._file is None:
-                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-                self._file.write(lines)
-                self._file.flush()
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Close the file."""
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Lines are flushed after every batch already."""
-        return True
 
 
 class CountingSpanExporter(SpanExporter):
@@ -278,13 +241,16 @@ class CountingSpanExporter(SpanExporter):
         self.on_batch_done: Callable[[int], None] | None = None
         self._consecutive_failures = 0
         self._cool_until = 0.0
+        # Held for bookkeeping only, never across the inner export: the give-up takes it.
         self._lock = threading.Lock()
         self._abandoned = False
         self._abandoned_budget = 0
         self._in_flight = 0
+        self._stopped = False
+        _renewed_after_fork.add(self)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the inner exporter; a failure or exception counts every span.
+        """Export through the inner exporter; every span not exported is counted.
 
         After ``COOL_DOWN_AFTER`` failed batches in a row, or one batch that took
         ``COOL_DOWN_AFTER_S`` or more to fail, the backend is left alone for a cool-down
@@ -305,30 +271,37 @@ class CountingSpanExporter(SpanExporter):
                     self._on_failure(extra)
                 return SpanExportResult.FAILURE
             self._in_flight = count
+        sent = 0
         try:
-            result = self._export(spans)
-            if result is SpanExportResult.SUCCESS:
-                self.exported += count
-            else:
-                self.failed += count
-                self._on_failure(count)
-            if self.on_batch_done is not None:
-                self.on_batch_done(count)
+            sent = self._export(spans)
         finally:
+            self.exported += sent
+            self.failed += count - sent
+            if sent < count:
+                self._on_failure(count - sent)
             with self._lock:
+                # Both at once for the give-up: this batch is either in flight or done.
                 self._in_flight = 0
-        return result
+                if self.on_batch_done is not None:
+                    self.on_batch_done(count)
+        return SpanExportResult.SUCCESS if sent == count else SpanExportResult.FAILURE
 
-    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def _export(self, spans: Sequence[ReadableSpan]) -> int:
+        """How many of ``spans`` the inner exporter took."""
         started = self._clock()
         if self._cool_until and started < self._cool_until:
             time.sleep(COOLED_BATCH_PAUSE_S)
-            return SpanExportResult.FAILURE
+            return 0
         try:
-            result = self.inner.export(spans)
+            if isinstance(self.inner, JsonlSpanExporter):
+                # A stuck sink may take part of a batch: only the rest is lost.
+                sent = self.inner.write(spans)
+            else:
+                ok = self.inner.export(spans) is SpanExportResult.SUCCESS
+                sent = len(spans) if ok else 0
         except Exception:  # the exporter's own bug must not kill the export thread
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
+            sent = 0
+        if sent == len(spans):
             self._consecutive_failures = 0
             self._cool_until = 0.0
         else:
@@ -338,7 +311,7 @@ class CountingSpanExporter(SpanExporter):
                 steps = max(0, self._consecutive_failures - COOL_DOWN_AFTER)
                 pause = min(MAX_COOL_DOWN_S, COOL_DOWN_S * 2.0 ** min(steps, 10))
                 self._cool_until = self._clock() + pause
-        return result
+        return sent
 
     def cooling(self) -> bool:
         """True during a cool-down: a span queued now would only be counted lost later."""
@@ -348,8 +321,10 @@ class CountingSpanExporter(SpanExporter):
     def abandon(self, pending: Callable[[], int]) -> int:
         """Give up: send nothing more; return how many waiting spans are now lost.
 
-        The batch being sent right now is not among them: it counts itself when it returns
-        (received or failed), so every span is received or counted exactly once.
+        Takes only the bookkeeping lock, never one the inner exporter holds, so a stuck export
+        cannot hold it. The batch being sent right now is not among the lost: it counts itself
+        when it returns (received or failed), so every span is received or counted exactly
+        once. :meth:`stop` then cuts that batch short.
         """
         with self._lock:
             if self._abandoned:
@@ -357,10 +332,30 @@ class CountingSpanExporter(SpanExporter):
             self._abandoned = True
             lost = max(0, pending() - self._in_flight)
             self._abandoned_budget = lost
-        with contextlib.suppress(Exception):
-            # Stops the OTLP exporter's retry back-off for the batch in flight.
-            self.inner.shutdown()
         return lost
+
+    def stop(self) -> None:
+        """After :meth:`abandon`: shut the inner exporter down, on a thread of its own.
+
+        That stops the OTLP exporter's retry back-off and a JSONL write waiting on a full sink,
+        so the batch in flight returns and counts itself. An exporter's shutdown may wait for
+        the very export that is stuck, so no caller waits for it.
+        """
+        with self._lock:  # the first give-up stops it; a second (shutdown's own) does not
+            if self._stopped:
+                return
+            self._stopped = True
+        threading.Thread(target=self._stop_inner, name="chainsight-abandon", daemon=True).start()
+
+    def _stop_inner(self) -> None:
+        with contextlib.suppress(Exception):
+            self.inner.shutdown()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock; the parent's batch in flight and give-up are its own."""
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._abandoned_budget = 0
 
     def shutdown(self) -> None:
         """Shut the inner exporter down."""
@@ -397,6 +392,7 @@ class DroppingBatchProcessor(SpanProcessor):
         self._closed = False
         self.dropped = 0
         exporter.on_batch_done = self._batch_done
+        # The SDK's processor renews its own lock, queue and thread in a forked child.
         self._inner = BatchSpanProcessor(
             exporter,
             max_queue_size=max_queue_size + max_export_batch_size,
@@ -404,14 +400,20 @@ class DroppingBatchProcessor(SpanProcessor):
             max_export_batch_size=max_export_batch_size,
             export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
         )
+        _renewed_after_fork.add(self)
 
     def abandon(self) -> int:
-        """Stop exporting (shutdown gave up): count every span still waiting as lost."""
+        """Stop exporting (shutdown gave up): count every span still waiting as lost.
+
+        Counted first, then the exporter is stopped: stopping may wait on the stuck export, and
+        a process that exits meanwhile must not have lost the count.
+        """
         self._closed = True
         lost = self._exporter.abandon(lambda: self.pending)
         if lost:
             self.dropped += lost
             self._on_drop(lost)
+        self._exporter.stop()
         return lost
 
     def after_fork_in_child(self) -> None:
@@ -536,3 +538,14 @@ def build_tracer_provider(
             )
             provider.add_span_processor(processor)
     return provider, processor, sampler
+
+
+def after_fork_in_child() -> None:
+    """Renew, in a forked child, every lock of this process's span export (chainsight's hook).
+
+    Threads do not survive ``fork()``: a lock the parent's export thread held at that moment
+    (a JSONL exporter holds one for a whole batch) would stay held for ever in the child.
+    """
+    for owner in list(_renewed_after_fork):
+        owner.after_fork_in_child()
+    jsonl.after_fork_in_child()

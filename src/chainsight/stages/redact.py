@@ -140,6 +140,10 @@ class Redactor:
         #: How many calls failed closed (returned ``None``) since this redactor was made.
         self.failures: int = 0
 
+    def after_fork_in_child(self) -> None:
+        """A lock held by another thread at ``fork()`` would stay held forever in the child."""
+        self._failure_lock = threading.Lock()
+
     @property
     def max_bytes(self) -> int:
         """The largest result, in UTF-8 bytes, this redactor returns."""
