@@ -6,7 +6,10 @@ in each fault domain, error types, the stage and component they came from, and s
 distributions. :func:`analyse` turns the two periods into a :class:`Report` whose verdict names
 the most likely failing domain, or ``healthy``. ``docs/triage.md`` explains the rules.
 
-Exit codes: 0 healthy, 1 a fault was found, 2 usage, file or connection errors.
+Exit codes: 0 healthy, 1 a fault was found, 2 usage, file or connection errors. Input is
+untrusted (span files come from many services, Prometheus may be anyone's): nothing read from it
+reaches the terminal unescaped, and bad input is exit 2 with one line on stderr, never a
+traceback or a 1 that would read as "fault found".
 
 This module is the command line and the public face of triage; the work is done in
 ``triage_spans`` and ``triage_prometheus`` (the two sources), ``triage_figures`` (what a period
@@ -19,7 +22,10 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
+from typing import TextIO
 
+from chainsight import _names as n
+from chainsight.config.settings import env_bool
 from chainsight.errors import TriageError
 from chainsight.tools.triage_analysis import DomainFigures, Fault, Report, analyse
 from chainsight.tools.triage_figures import (
@@ -34,11 +40,15 @@ from chainsight.tools.triage_figures import (
 from chainsight.tools.triage_prometheus import from_prometheus
 from chainsight.tools.triage_spans import from_spans
 from chainsight.tools.triage_units import (
+    MAX_UNIX_SECONDS,
+    clean_text,
     format_count,
     format_duration,
     format_percent,
     format_seconds,
     parse_duration,
+    shown,
+    terminal_safe,
 )
 
 __all__ = [
@@ -119,8 +129,11 @@ def triage(args: argparse.Namespace) -> Report:
     at = _parse_time(args.at) if args.at else None
     if args.spans:
         return from_spans(args.spans, window=window, baseline=baseline, at=at)
-    if args.timeout <= 0:
-        raise TriageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if not 0 < args.timeout <= _MAX_TIMEOUT:  # false for NaN too
+        raise TriageError(
+            f"--timeout must be a positive number of seconds up to {_MAX_TIMEOUT:.0f}, got "
+            f"{args.timeout}; the default is 10"
+        )
     return from_prometheus(
         args.prometheus,
         window=window or 600.0,
@@ -131,36 +144,75 @@ def triage(args: argparse.Namespace) -> Report:
     )
 
 
+#: Longest --timeout per Prometheus query; past a day it is a typo, not a slow server.
+_MAX_TIMEOUT = 86400.0
+#: Characters of the one error line; its values are bounded already, this bounds the rest.
+_MAX_ERROR_LINE = 2000
+
+
 def run(args: argparse.Namespace) -> int:
     """``chainsight triage``: print the report; exit 0 healthy, 1 fault found, 2 cannot judge."""
     try:
         report = triage(args)
     except TriageError as exc:
-        print(f"chainsight triage: error: {exc}", file=sys.stderr)
+        _fail(str(exc))
+        return 2
+    except Exception as exc:
+        # A bug of ours on input nobody foresaw. Exit 1 would read as "fault found" and a
+        # traceback buries the message: say it in one line and exit 2, "cannot judge". Our own
+        # tests set CHAINSIGHT_RAISE_INTERNAL_ERRORS so such bugs fail loudly there.
+        if env_bool(n.ENV_RAISE_INTERNAL):
+            raise
+        _fail(
+            f"internal error {type(exc).__name__}: {exc}; this is a bug in chainsight, please "
+            "report it with the command and the input that caused it"
+        )
         return 2
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        # Every string in the report is escaped and bounded; ensure_ascii (the default) keeps
+        # the output ASCII whatever the terminal's encoding.
+        _write(sys.stdout, json.dumps(report.to_dict(), indent=2))
     else:
-        print(render_text(report))
+        _write(sys.stdout, terminal_safe(render_text(report)))
     return 0 if report.healthy else 1
 
 
+def _fail(message: str) -> None:
+    """The one error line on stderr: escaped, newlines included, so it stays one line."""
+    _write(sys.stderr, "chainsight triage: error: " + clean_text(message, _MAX_ERROR_LINE))
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Print ``text``; characters the stream's encoding lacks become escapes, not an error."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
+
+
 def _parse_time(text: str) -> float:
-    """Parse ``--at``: Unix seconds or an ISO 8601 / RFC 3339 timestamp."""
+    """Parse ``--at``: Unix seconds or an ISO 8601 / RFC 3339 timestamp, 1970 to 2262."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        value = _parse_timestamp(text)
+    if not 0 <= value < MAX_UNIX_SECONDS:  # false for NaN too
+        raise TriageError(
+            f"--at {shown(text)} is not a time triage can read; give a time from 1970 to 2262, "
+            "as Unix seconds (1718000000) or an RFC 3339 timestamp (2024-06-10T06:13:20Z)"
+        )
+    return value
+
+
+def _parse_timestamp(text: str) -> float:
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    except (ValueError, OverflowError):
         raise TriageError(
-            f"--at {text!r} is not a time; give Unix seconds (1718000000) or an RFC 3339 "
+            f"--at {shown(text)} is not a time; give Unix seconds (1718000000) or an RFC 3339 "
             "timestamp (2024-06-10T06:13:20Z)"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 # --- the human report ---------------------------------------------------------------------
@@ -179,6 +231,7 @@ def render_text(report: Report) -> str:
         f"window: last {format_duration(report.window_seconds)} to {when} "
         f"({format_count(report.requests)} requests); baseline: {base} "
         f"({format_count(report.requests_baseline)} requests)",
+        *report.skipped.report_lines(),
         "",
         f"{'domain':<13}{'errors now':>11}{'baseline':>10}  {'p95 now':>8}{'baseline':>10}"
         f"{'fallbacks':>11}  top error types / most affected",

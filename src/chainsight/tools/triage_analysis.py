@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
 from chainsight import _names as n
 from chainsight.tools.triage_figures import LatencyDistribution, Period, Tally
+from chainsight.tools.triage_lines import Skipped
 from chainsight.tools.triage_units import (
     format_count,
     format_duration,
@@ -21,6 +23,7 @@ from chainsight.tools.triage_units import (
 
 __all__ = [
     "HEALTHY",
+    "MIN_REQUESTS",
     "DomainFigures",
     "Fault",
     "Report",
@@ -38,6 +41,9 @@ MIN_ERROR_EXCESS: Final = 0.02
 MIN_ERROR_FACTOR: Final = 1.5
 #: ... and at least this many affected requests in the window.
 MIN_ERROR_EVENTS: Final = 3.0
+#: Fewer requests than this in the window cannot show an error signal, so "healthy" would be a
+#: claim without evidence: the sources call such a window "cannot judge" (exit 2) instead.
+MIN_REQUESTS: Final = MIN_ERROR_EVENTS
 #: A ratio this high is a fault even if the baseline was as bad (the incident began earlier).
 HIGH_ERROR_RATIO: Final = 0.10
 #: A latency signal needs p95 to reach this multiple of the baseline p95 ...
@@ -108,7 +114,11 @@ class Fault:
 
 @dataclass
 class Report:
-    """The outcome of a triage: figures per domain and the verdict (faults, biggest first)."""
+    """The outcome of a triage: figures per domain and the verdict (faults, biggest first).
+
+    ``skipped`` counts the lines of a span file that were not usable spans, by reason; the
+    report shows them, so a verdict drawn from part of a file says so.
+    """
 
     source: str
     at: float
@@ -118,6 +128,7 @@ class Report:
     requests_baseline: float
     domains: dict[str, DomainFigures]
     faults: list[Fault]
+    skipped: Skipped = field(default_factory=Skipped)
 
     @property
     def healthy(self) -> bool:
@@ -174,11 +185,13 @@ class Report:
             "requests": {"now": _r(self.requests), "baseline": _r(self.requests_baseline)},
             "verdict": verdict,
             "domains": {name: figures.to_dict() for name, figures in self.domains.items()},
+            "skipped_lines": self.skipped.to_dict(),
         }
 
 
 def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+    # JSON has no infinity or NaN; a figure that overflowed is unknown, not a crash of --json.
+    return None if value is None or not math.isfinite(value) else round(value, 6)
 
 
 # --- the analysis ---------------------------------------------------------------------------
@@ -348,6 +361,7 @@ def analyse(
     at: float,
     window_seconds: float,
     baseline_seconds: float | None,
+    skipped: Skipped | None = None,
 ) -> Report:
     """Compare ``now`` with ``baseline`` per fault domain and rank the failing domains.
 
@@ -369,4 +383,5 @@ def analyse(
         requests_baseline=baseline.requests if baseline is not None else 0.0,
         domains=domains,
         faults=faults,
+        skipped=skipped if skipped is not None else Skipped(),
     )

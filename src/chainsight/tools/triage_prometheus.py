@@ -3,6 +3,10 @@
 Each period is a set of ``increase()`` instant queries over chainsight's counters and
 histograms: requests by fault and outcome, stage errors, GenAI calls, fallbacks and latency
 buckets.
+
+The server's answers are input like a span file: bodies are bounded, label values escaped and
+capped (:func:`clean_text`), and a sample value that is not a finite count in range counts as 0,
+so a broken or hostile server makes triage wrong at worst, never crash or drive the terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Final
 
 from chainsight import _names as n
 from chainsight.errors import TriageError
-from chainsight.tools.triage_analysis import Report, analyse
+from chainsight.tools.triage_analysis import MIN_REQUESTS, Report, analyse
 from chainsight.tools.triage_figures import (
     FAILED_OUTCOMES,
     BucketLatency,
@@ -29,7 +33,7 @@ from chainsight.tools.triage_figures import (
     Tally,
     domain_of_kind,
 )
-from chainsight.tools.triage_units import format_duration
+from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
 __all__ = ["from_prometheus"]
 
@@ -49,75 +53,124 @@ _NOT_PROVIDER_ERRORS: Final = frozenset(
 )
 
 
+#: Bytes of one answer. A triage query sums by a few labels; past this it is not Prometheus.
+_MAX_BODY: Final = 64 << 20
+#: Largest sample value kept: an increase() of requests or calls over any window is far below.
+#: Past it (or NaN, infinite, negative) a value counts as 0, so sums stay finite.
+_MAX_VALUE: Final = 1e15
+
+
+_Sample = tuple[Mapping[str, str], float]
+
+
 class _Prometheus:
     """A minimal client of ``/api/v1/query`` whose errors say which URL and what failed."""
 
     def __init__(self, url: str, timeout: float) -> None:
         if not re.match(r"^https?://[^/\s]+", url):
             raise TriageError(
-                f"--prometheus {url!r} is not an HTTP URL; give the server's base URL, "
-                "e.g. http://127.0.0.1:9090"
+                f"--prometheus {shown(url, MAX_PATH)} is not an HTTP URL; give the server's "
+                "base URL, e.g. http://127.0.0.1:9090"
             )
         self.url = url.rstrip("/")
+        #: The URL as messages and the report show it: bounded and escaped.
+        self.name = clean_text(self.url, MAX_PATH)
         self.timeout = timeout
 
-    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
+    def query(self, expr: str, at: float) -> list[_Sample]:
         """The instant vector ``expr`` evaluates to at ``at``; raise :class:`TriageError`."""
         params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
-        endpoint = f"{self.url}/api/v1/query"
+        endpoint = f"{self.name}/api/v1/query"
         try:
             with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
-                f"{endpoint}?{params}", timeout=self.timeout
+                f"{self.url}/api/v1/query?{params}", timeout=self.timeout
             ) as response:
-                body = response.read()
+                body = response.read(_MAX_BODY + 1)
         except urllib.error.HTTPError as exc:
-            detail = _prometheus_error(exc.read())
+            detail = _prometheus_error(exc.read(_MAX_ERROR_BODY))
             raise TriageError(
-                f"Prometheus at {self.url} answered HTTP {exc.code} to {endpoint}"
+                f"Prometheus at {self.name} answered HTTP {exc.code} to {endpoint}"
                 f"{': ' + detail if detail else ''} (query: {expr})"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = clean_text(str(getattr(exc, "reason", exc)))
             raise TriageError(
-                f"cannot reach Prometheus at {self.url}: {reason}; check the URL and that "
+                f"cannot reach Prometheus at {self.name}: {reason}; check the URL and that "
                 "Prometheus is running"
             ) from None
+        if len(body) > _MAX_BODY:
+            raise TriageError(
+                f"Prometheus at {self.name} answered more than {_MAX_BODY >> 20} MiB to {expr}; "
+                "is it a Prometheus server? Narrow --selector if it is"
+            )
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body nested past the stack
             raise TriageError(
-                f"{endpoint} did not answer JSON; is {self.url} a Prometheus server?"
+                f"{endpoint} did not answer JSON; is {self.name} a Prometheus server?"
             ) from None
         if not isinstance(payload, dict) or payload.get("status") != "success":
             detail = _prometheus_error(body) or "no error given"
-            raise TriageError(f"Prometheus at {self.url} refused the query {expr}: {detail}")
-        data = payload.get("data") or {}
+            raise TriageError(f"Prometheus at {self.name} refused the query {expr}: {detail}")
+        data = payload.get("data")
         result = data.get("result") if isinstance(data, dict) else None
-        if data.get("resultType") != "vector" or not isinstance(result, list):
-            raise TriageError(f"Prometheus at {self.url} gave an unexpected answer to {expr}")
-        return result
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
+            result = None
+        if not isinstance(result, list):
+            raise TriageError(
+                f"Prometheus at {self.name} gave an unexpected answer to {expr} (not an instant "
+                "vector); is it a Prometheus server?"
+            )
+        return [_sample(item) for item in result if isinstance(item, dict)]
+
+
+#: Bytes of an error answer read for its message.
+_MAX_ERROR_BODY: Final = 64 << 10
 
 
 def _prometheus_error(body: bytes) -> str:
+    """The error a Prometheus answer states, bounded and escaped for a message."""
     try:
         payload = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")[:200].strip()
+    except (ValueError, RecursionError):
+        return clean_text(body.decode("utf-8", "replace").strip())
     if isinstance(payload, dict):
-        return f"{payload.get('errorType', '')}: {payload.get('error', '')}".strip(": ")
+        kind, error = payload.get("errorType", ""), payload.get("error", "")
+        return clean_text(f"{kind}: {error}".strip(": "))
     return ""
 
 
-def _value(sample: Mapping[str, Any]) -> float:
-    try:
-        value = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
+def _sample(item: Mapping[str, Any]) -> _Sample:
+    """One series of an instant vector: its labels (bounded, escaped text) and its value."""
+    metric = item.get("metric")
+    labels = (
+        {k: clean_text(v) for k, v in metric.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(metric, dict)
+        else {}
+    )
+    return labels, _value(item.get("value"))
+
+
+def _value(pair: object) -> float:
+    """A sample's value (``[time, "text"]``); 0 when it is not a finite count in range."""
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
         return 0.0
-    return value if math.isfinite(value) else 0.0
+    try:
+        value = float(pair[1][:64])  # a real value is a short decimal
+    except ValueError:
+        return 0.0
+    return value if 0.0 <= value <= _MAX_VALUE else 0.0  # false for NaN too
 
 
-def _le(text: str) -> float:
-    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+def _le(text: str) -> float | None:
+    """A bucket's upper bound from its ``le`` label; ``None`` when it is not one."""
+    if text in ("+Inf", "Inf", "inf"):
+        return math.inf
+    try:
+        bound = float(text[:64])
+    except ValueError:
+        return None
+    return bound if 0.0 <= bound < math.inf else None
 
 
 def _increase(metric: str, by: Sequence[str], selector: str, window: float) -> str:
@@ -136,7 +189,7 @@ class _Increases:
     at: float
     window: float
 
-    def by(self, metric: str, labels: Sequence[str]) -> list[dict[str, Any]]:
+    def by(self, metric: str, labels: Sequence[str]) -> list[_Sample]:
         """``sum by (labels) (increase(metric{selector}[window]))`` at the end of the period."""
         return self.client.query(_increase(metric, labels, self.selector, self.window), self.at)
 
@@ -155,8 +208,7 @@ def _prometheus_period(client: _Prometheus, selector: str, at: float, window: fl
 
 def _fill_requests(period: Period, increases: _Increases) -> None:
     """Requests finished, and those that failed, by the fault domain of the request."""
-    for sample in increases.by(n.M_REQUESTS + "_total", (n.L_FAULT, n.L_OUTCOME)):
-        labels, value = sample.get("metric", {}), _value(sample)
+    for labels, value in increases.by(n.M_REQUESTS + "_total", (n.L_FAULT, n.L_OUTCOME)):
         period.requests += value
         fault = labels.get(n.L_FAULT)
         if labels.get(n.L_OUTCOME) in FAILED_OUTCOMES and fault in n.FAULTS:
@@ -173,8 +225,7 @@ def _fill_stage_errors(period: Period, increases: _Increases) -> None:
     per_type: dict[tuple[str, str], Tally] = defaultdict(Tally)
     kinds: dict[str, str] = {}
     systems: dict[tuple[str, str], Tally] = defaultdict(Tally)
-    for sample in stage_errors:
-        labels, value = sample.get("metric", {}), _value(sample)
+    for labels, value in stage_errors:
         fault = labels.get(n.L_FAULT)
         if fault not in n.FAULTS or value <= 0:
             continue
@@ -203,8 +254,7 @@ def _fill_provider_components(period: Period, increases: _Increases) -> None:
         n.M_GEN_AI_OPERATION_DURATION + "_count", (*_GENAI_BY, n.L_GEN_AI_ERROR_TYPE)
     )
     provider_errors: Tally = Tally()
-    for sample in calls:
-        labels, value = sample.get("metric", {}), _value(sample)
+    for labels, value in calls:
         error_type = labels.get(n.L_GEN_AI_ERROR_TYPE, "")
         if value > 0 and error_type and error_type not in _NOT_PROVIDER_ERRORS:
             provider_errors[_genai_component(labels)] += value
@@ -215,9 +265,9 @@ def _fill_provider_components(period: Period, increases: _Increases) -> None:
 
 def _fill_fallbacks(period: Period, increases: _Increases) -> None:
     """Fallbacks by the domain of the stage that fell back; each touched a request."""
-    for sample in increases.by(n.M_FALLBACKS + "_total", (n.L_KIND,)):
-        domain = domain_of_kind(sample.get("metric", {}).get(n.L_KIND, ""))
-        period.fallbacks[domain] += _value(sample)
+    for labels, value in increases.by(n.M_FALLBACKS + "_total", (n.L_KIND,)):
+        domain = domain_of_kind(labels.get(n.L_KIND, ""))
+        period.fallbacks[domain] += value
         period.affected[domain] = max(period.affected[domain], period.fallbacks[domain])
 
 
@@ -227,18 +277,18 @@ def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
     by_stage: dict[str, dict[str, BucketLatency]] = defaultdict(dict)
     by_component: dict[str, BucketLatency] = {}
     stage_buckets = increases.by(n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, "le"))
-    for sample in stage_buckets:
-        labels, value = sample.get("metric", {}), _value(sample)
+    for labels, value in stage_buckets:
         domain = domain_of_kind(labels.get(n.L_KIND, ""))
         bound = _le(labels.get("le", "+Inf"))
+        if bound is None:
+            continue
         latency.setdefault(domain, BucketLatency()).add(bound, value)
         by_stage[domain].setdefault(labels.get(n.L_STAGE, ""), BucketLatency()).add(bound, value)
     genai_buckets = increases.by(n.M_GEN_AI_OPERATION_DURATION + "_bucket", (*_GENAI_BY, "le"))
-    for sample in genai_buckets:
-        labels = sample.get("metric", {})
-        by_component.setdefault(_genai_component(labels), BucketLatency()).add(
-            _le(labels.get("le", "+Inf")), _value(sample)
-        )
+    for labels, value in genai_buckets:
+        bound = _le(labels.get("le", "+Inf"))
+        if bound is not None:
+            by_component.setdefault(_genai_component(labels), BucketLatency()).add(bound, value)
     period.latency, period.stage_latency = latency, by_stage
     period.component_latency = {n.FAULT_PROVIDER: by_component}
 
@@ -289,23 +339,24 @@ def from_prometheus(
     if not present:
         where = f" matching {{{selector}}}" if selector else ""
         raise TriageError(
-            f"Prometheus at {client.url} has no {n.M_REQUESTS}_total series{where}: it is "
+            f"Prometheus at {client.name} has no {n.M_REQUESTS}_total series{where}: it is "
             "empty or does not scrape a chainsight app. Check its targets page "
-            f"({client.url}/targets) and that the app serves /metrics "
+            f"({client.name}/targets) and that the app serves /metrics "
             "(configure(metrics_port=...))"
         )
     now = _prometheus_period(client, selector, when, window)
-    if now.requests <= 0:
+    if now.requests < MIN_REQUESTS:
+        count = "no request" if now.requests <= 0 else f"only {now.requests:.1f} requests"
         raise TriageError(
-            f"Prometheus at {client.url} has chainsight series but no request finished in the "
-            f"last {format_duration(window)}; there is no traffic to judge. Widen --window or "
-            "check that the app is receiving requests"
+            f"Prometheus at {client.name} has chainsight series but {count} finished in the "
+            f"last {format_duration(window)}; triage needs {MIN_REQUESTS:.0f} to judge. Widen "
+            "--window or check that the app is receiving requests"
         )
     before = _prometheus_period(client, selector, when - window, baseline)
     return analyse(
         now,
         before,
-        source=f"prometheus {client.url}",
+        source=f"prometheus {client.name}",
         at=when,
         window_seconds=window,
         baseline_seconds=baseline,

@@ -3,21 +3,24 @@
 Each request span ending in a period is one request; its trace's failed spans say which fault
 domains it touched, where the failure started and in which component. Stage spans give exact
 latencies.
+
+The file is untrusted input (docs/triage.md, "Hostile span files"): ``triage_lines`` bounds each
+line, and a line that is not a usable span is skipped and counted, never fatal. Only a file with
+no usable request at all stops triage (exit 2).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Final
 
 from chainsight import _names as n
 from chainsight.errors import TriageError
-from chainsight.tools.triage_analysis import Report, analyse
+from chainsight.tools.triage_analysis import MIN_REQUESTS, Report, analyse
 from chainsight.tools.triage_figures import (
     FAILED_OUTCOMES,
     REQUEST_KIND,
@@ -25,37 +28,36 @@ from chainsight.tools.triage_figures import (
     SampleLatency,
     domain_of_kind,
 )
-from chainsight.tools.triage_units import format_duration
+from chainsight.tools.triage_lines import Skipped, read_json_lines
+from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
 __all__ = ["from_spans"]
 
 
 @dataclass
 class _Span:
-    """One line of the span file: what triage reads of a span."""
+    """One line of the span file: what triage reads of a span, bounded and escaped."""
 
     trace_id: str
     end: float
     duration: float
-    attributes: dict[str, Any]
-    events: list[dict[str, Any]]
+    attributes: dict[str, str]
+    fallback_event: bool
 
     @property
     def kind(self) -> str:
         """The stage kind (``request`` for a request span)."""
-        return str(self.attributes.get(n.CS_STAGE_KIND, ""))
+        return self.attributes.get(n.CS_STAGE_KIND, "")
 
     @property
     def stage(self) -> str:
         """The stage name, or the request name for a request span."""
-        return str(
-            self.attributes.get(n.CS_STAGE_NAME) or self.attributes.get(n.CS_REQUEST_NAME, "")
-        )
+        return self.attributes.get(n.CS_STAGE_NAME) or self.attributes.get(n.CS_REQUEST_NAME, "")
 
     @property
     def outcome(self) -> str:
         """``ok``, ``error``, ``degraded`` ... as recorded."""
-        return str(self.attributes.get(n.CS_OUTCOME, ""))
+        return self.attributes.get(n.CS_OUTCOME, "")
 
     @property
     def fault(self) -> str | None:
@@ -71,50 +73,119 @@ def _component(span: _Span, domain: str) -> str:
         model = attrs.get(n.GEN_AI_REQUEST_MODEL)
         if provider and model:
             return f"{provider}/{model}"
-        return str(provider or model or span.stage)
+        return provider or model or span.stage
     if domain == n.FAULT_VECTOR_STORE:
         system = attrs.get(n.DB_SYSTEM_NAME)
         collection = attrs.get(n.DB_COLLECTION_NAME)
         if system and collection:
             return f"{system}/{collection}"
-        return str(system or attrs.get(n.GEN_AI_DATA_SOURCE_ID) or span.stage)
+        return system or attrs.get(n.GEN_AI_DATA_SOURCE_ID) or span.stage
     return span.stage
 
 
-def _read_spans(path: str) -> list[_Span]:
+# The attributes triage reads; the rest of a span is dropped as it is read, so memory grows with
+# the number of spans, not with what a writer put in them.
+_READ_ATTRIBUTES: Final = frozenset(
+    {
+        n.CS_STAGE_KIND,
+        n.CS_STAGE_NAME,
+        n.CS_REQUEST_NAME,
+        n.CS_OUTCOME,
+        n.CS_FAULT,
+        n.CS_ERROR_ORIGIN,
+        n.CS_FALLBACK_TO,
+        n.ERROR_TYPE,
+        n.GEN_AI_PROVIDER_NAME,
+        n.GEN_AI_REQUEST_MODEL,
+        n.GEN_AI_DATA_SOURCE_ID,
+        n.DB_SYSTEM_NAME,
+        n.DB_COLLECTION_NAME,
+    }
+)
+#: Longest trace id kept: OpenTelemetry's are 32 hex digits.
+_MAX_TRACE_ID: Final = 128
+#: Nanosecond times are read as a signed 64-bit integer is: 0 up to 2**63 (year 2262).
+_MAX_NANOS: Final = 2**63
+
+SKIP_NOT_SPAN: Final = "not a span object with trace_id and start and end times"
+SKIP_BAD_TIME: Final = "start or end time not a number of ns from 0 to 2^63 (year 2262)"
+
+
+def _nanos(value: object) -> int | None:
+    """A time in nanoseconds as the exporter writes it (an integer; OTLP JSON writes a string
+    of digits), or ``None`` when it is anything else or out of range."""
+    if isinstance(value, str):
+        value = int(value) if value.isascii() and value.isdigit() and len(value) <= 19 else None
+    elif isinstance(value, float):
+        value = int(value) if 0 <= value < _MAX_NANOS else None  # NaN fails the range too
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_NANOS:
+        return value
+    return None
+
+
+def _attribute(value: object) -> str | None:
+    """An attribute triage reads, as bounded, escaped text; ``None`` when it is not a scalar."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return clean_text(str(value))  # numbers are finite and short: the reader refused others
+    return None
+
+
+def _span(record: object) -> _Span | str:
+    """The span one line holds, or the reason it is skipped."""
+    if not isinstance(record, dict):
+        return SKIP_NOT_SPAN
+    trace_id = record.get("trace_id")
+    if not isinstance(trace_id, str) or not 0 < len(trace_id) <= _MAX_TRACE_ID:
+        return SKIP_NOT_SPAN
+    if "start_time_unix_nano" not in record or "end_time_unix_nano" not in record:
+        return SKIP_NOT_SPAN
+    start = _nanos(record["start_time_unix_nano"])
+    end = _nanos(record["end_time_unix_nano"])
+    if start is None or end is None:
+        return SKIP_BAD_TIME
+    raw = record.get("attributes")
+    attributes: dict[str, str] = {}
+    if isinstance(raw, dict):
+        for key in _READ_ATTRIBUTES & raw.keys():
+            value = _attribute(raw[key])
+            if value is not None:
+                attributes[key] = value
+    events = record.get("events")
+    return _Span(
+        trace_id=clean_text(trace_id),
+        end=end / 1e9,
+        duration=max(0.0, (end - start) / 1e9),
+        attributes=attributes,
+        fallback_event=isinstance(events, list)
+        and any(isinstance(e, dict) and e.get("name") == n.EVENT_FALLBACK for e in events),
+    )
+
+
+def _read_spans(path: str) -> tuple[list[_Span], Skipped]:
+    """The spans of the file, and the lines skipped by reason."""
     spans: list[_Span] = []
+    skipped = Skipped()
     try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    attributes = record.get("attributes") or {}
-                    events = record.get("events") or []
-                    start = int(record["start_time_unix_nano"])
-                    end = int(record["end_time_unix_nano"])
-                    spans.append(
-                        _Span(
-                            trace_id=str(record["trace_id"]),
-                            end=end / 1e9,
-                            duration=max(0.0, (end - start) / 1e9),
-                            attributes=attributes if isinstance(attributes, dict) else {},
-                            events=[e for e in events if isinstance(e, dict)],
-                        )
-                    )
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    # A line cut short by a writer that is still running, or not a span at all:
-                    # skip it rather than refuse the whole file.
-                    continue
+        with open(path, "rb") as handle:
+            for number, record in read_json_lines(handle, skipped):
+                span = _span(record)
+                if isinstance(span, str):
+                    skipped.add(span, number)
+                else:
+                    spans.append(span)
     except FileNotFoundError:
         raise TriageError(
-            f"span file {path!r} does not exist; point --spans at the JSONL file your app writes "
-            "with configure(exporter='jsonl:PATH')"
+            f"span file {shown(path, MAX_PATH)} does not exist; point --spans at the JSONL file "
+            "your app writes with configure(exporter='jsonl:PATH')"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TriageError(f"span file {path!r} cannot be read: {exc}") from None
-    return spans
+    except OSError as exc:
+        raise TriageError(
+            f"span file {shown(path, MAX_PATH)} cannot be read ({exc.strerror or exc}); check "
+            "the path and its permissions"
+        ) from None
+    return spans, skipped
 
 
 def _origin_errors(trace: list[_Span]) -> list[_Span]:
@@ -140,23 +211,21 @@ def _fill_requests(period: Period, roots: list[_Span], traces: Mapping[str, list
             domain = span.fault or n.FAULT_APP
             touched.add(domain)
             period.errors[domain] += 1
-            period.error_types[domain][str(span.attributes.get(n.ERROR_TYPE, "unknown"))] += 1
+            period.error_types[domain][span.attributes.get(n.ERROR_TYPE, "unknown")] += 1
             period.stages[domain][span.stage] += 1
             period.components[domain][_component(span, domain)] += 1
         root_fault = root.fault
         if root.outcome in FAILED_OUTCOMES and root_fault and root_fault not in touched:
             touched.add(root_fault)
             period.errors[root_fault] += 1
-            period.error_types[root_fault][str(root.attributes.get(n.ERROR_TYPE, "unknown"))] += 1
+            period.error_types[root_fault][root.attributes.get(n.ERROR_TYPE, "unknown")] += 1
             origin = root.attributes.get(n.CS_ERROR_ORIGIN)
             if origin:
-                period.stages[root_fault][str(origin)] += 1
+                period.stages[root_fault][origin] += 1
                 if root_fault in (n.FAULT_APP, n.FAULT_MODEL):
-                    period.components[root_fault][str(origin)] += 1
+                    period.components[root_fault][origin] += 1
         for span in trace:
-            if span.attributes.get(n.CS_FALLBACK_TO) or any(
-                event.get("name") == n.EVENT_FALLBACK for event in span.events
-            ):
+            if span.attributes.get(n.CS_FALLBACK_TO) or span.fallback_event:
                 if span.kind == REQUEST_KIND:
                     fell_back.add(root_fault or n.FAULT_APP)
                 else:
@@ -198,14 +267,9 @@ def from_spans(
     ``window`` it is a quarter of the file's time range, at most 10 minutes; without
     ``baseline`` the baseline is everything before the window.
     """
-    spans = _read_spans(path)
+    spans, skipped = _read_spans(path)
+    _check_readable(path, spans, skipped)
     roots = [s for s in spans if s.kind == REQUEST_KIND]
-    if not roots:
-        raise TriageError(
-            f"span file {path!r} holds no request spans ({n.CS_STAGE_KIND}='request') among "
-            f"{len(spans)} spans; wrap each unit of work in chainsight.request(...) and make sure "
-            "the exporter is 'jsonl:PATH'"
-        )
     end = at if at is not None else max(s.end for s in spans)
     first = min(s.end - s.duration for s in spans)
     if window is None:
@@ -222,17 +286,46 @@ def from_spans(
     stages = [s for s in spans if s.kind and s.kind != REQUEST_KIND]
     _fill_latency(now, (s for s in stages if start < s.end <= end))
     _fill_latency(before, (s for s in stages if base_start < s.end <= start))
-    if now.requests == 0:
+    if now.requests < MIN_REQUESTS:
+        found = int(now.requests)
+        count = "no request" if not found else f"only {found} request{'s' if found > 1 else ''}"
         raise TriageError(
-            f"span file {path!r} has no request that finished in the {format_duration(window)} "
-            f"before {datetime.fromtimestamp(end, tz=timezone.utc).isoformat()}; widen --window "
-            "or move --at"
+            f"span file {shown(path, MAX_PATH)} has {count} that finished in the "
+            f"{format_duration(window)} before "
+            f"{datetime.fromtimestamp(end, tz=timezone.utc).isoformat()}{_also(skipped)}; "
+            f"triage needs {MIN_REQUESTS:.0f} to judge: widen --window or move --at"
         )
     return analyse(
         now,
         before,
-        source=f"spans {path}",
+        source=f"spans {clean_text(path, MAX_PATH)}",
         at=end,
         window_seconds=window,
         baseline_seconds=baseline,
+        skipped=skipped,
     )
+
+
+def _also(skipped: Skipped) -> str:
+    return f" ({skipped.summary()})" if skipped.total else ""
+
+
+def _check_readable(path: str, spans: list[_Span], skipped: Skipped) -> None:
+    """Raise :class:`TriageError` when the file holds no request to judge, saying why."""
+    where = f"span file {shown(path, MAX_PATH)}"
+    if not spans and not skipped.total:
+        raise TriageError(
+            f"{where} is empty; point --spans at the JSONL file your app writes with "
+            "configure(exporter='jsonl:PATH'), after it has served requests"
+        )
+    if not spans:
+        raise TriageError(
+            f"{where} holds no readable span ({skipped.summary()}); check that it is the JSONL "
+            "file configure(exporter='jsonl:PATH') writes (docs/spans-jsonl.md)"
+        )
+    if not any(s.kind == REQUEST_KIND for s in spans):
+        raise TriageError(
+            f"{where} holds no request spans ({n.CS_STAGE_KIND}='request') among "
+            f"{len(spans)} spans{_also(skipped)}; wrap each unit of work in "
+            "chainsight.request(...) and make sure the exporter is 'jsonl:PATH'"
+        )
