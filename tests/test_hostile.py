@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import chainsight
 from chainsight.config import state
 from chainsight.errors import ConfigurationError
-from chainsight.export.traces import span_to_dict as span_dict
+from chainsight.export.jsonl import span_to_dict as span_dict
 from chainsight.testing import capture
 from tests._hostile import (
     BOUNDARIES,
