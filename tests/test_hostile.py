@@ -323,7 +323,13 @@ def test_a_surrogate_in_configuration_is_refused_with_the_setting_named() -> Non
 
 
 def _samples(registry: CollectorRegistry) -> int:
-    return sum(len(family.samples) for family in registry.collect())
+    # Spans dropped by a full export queue (20,000 stages in a tight loop) are counted in a
+    # series of their own the first time it happens: not a label's growth.
+    return sum(
+        len(family.samples)
+        for family in registry.collect()
+        if family.name != "chainsight_export_failures"
+    )
 
 
 @pytest.mark.slow
@@ -338,14 +344,13 @@ def test_twenty_thousand_distinct_values_of_a_label_stay_bounded(run: _Run, labe
         send(f"v{i}")
     assert _samples(run.registry) == saturated, label
     assert saturated < 20_000
-    overflow = run.registry.get_sample_value
     counted = sum(
         s.value
         for f in run.registry.collect()
         for s in f.samples
         if s.name == "chainsight_label_overflow_total"
     )
-    assert counted >= 20_000 - 100 * 3, (label, overflow)
+    assert counted >= 20_000 - 100 * 3, label  # every value past the limit was counted
     chainsight.reset()
 
 
