@@ -470,3 +470,16 @@ def test_redact_value_never_raises_and_respects_the_cap(value: object, redactor:
     out = redact_value(value, redactor)
     assert out is not None
     assert len(out.encode("utf-8")) <= redactor.max_bytes
+
+
+def test_a_user_redactor_runs_again_on_what_a_cut_keeps() -> None:
+    # The user's rule masks a ticket id only when exactly four digits follow "id-". The whole
+    # text has eight, so nothing is masked before the cut; the cut leaves four, which must be.
+    def ticket_ids(text: str) -> str:
+        return re.sub(r"id-[0-9]{4}(?![0-9])", "id-****", text)
+
+    text = "see " + "w " * 20 + "id-12345678 " + "y" * 200
+    for limit in range(64, 120):
+        out = Redactor(max_bytes=limit, extra=[ticket_ids])(text)
+        assert out is not None
+        assert not re.search(r"id-[0-9]{4}(?![0-9])", out), (limit, out)
