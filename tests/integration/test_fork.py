@@ -138,7 +138,11 @@ def _held(locks: list[tuple[str, threading.Lock | threading.RLock]]) -> Iterator
 
 
 def _failing_redactor(text: str) -> str:
-    raise ValueError("a user redactor bug: the redactor fails closed and counts it")
+    # Fails on one text only: names and labels go through the user's redactors too, and a
+    # redactor failing on every text would replace them all.
+    if "fail here" in text:
+        raise ValueError("a user redactor bug: the redactor fails closed and counts it")
+    return text
 
 
 def _use_every_lock(result: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -150,7 +154,7 @@ def _use_every_lock(result: multiprocessing.Queue) -> None:  # type: ignore[type
         stage.record_usage(input_tokens=1000, output_tokens=10)  # budget, charge, store
     assert cfg.budgets is not None
     cfg.budgets.spend({"feature": "x"}, 0.01)
-    assert cfg.redactor("some text") is None  # the redactor's failure lock
+    assert cfg.redactor("please fail here") is None  # the redactor's failure lock
     _metrics.metrics_for(cfg.metrics.registry, None)  # the registry table's lock
     finished = chainsight.shutdown(timeout=10.0)  # retiring providers' lock, the export
     chainsight.configure(service="locks-child")  # the config state's lock
