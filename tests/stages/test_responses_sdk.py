@@ -676,3 +676,43 @@ def test_record_usage_takes_the_one_hour_part(chainsight_capture: Capture) -> No
     expected = (500 * 3.0 + 1000 * 0.30 + 1000 * 3.75 + 2000 * 6.0 + 300 * 15.0) / 1e6
     assert close(float(attrs["chainsight.cost.usd"]), expected)
     assert attrs["chainsight.usage.cache_creation_1h.input_tokens"] == 2000
+
+
+@pytest.mark.slow  # importing litellm takes seconds
+def test_litellm_model_response_keeps_the_ttl_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM folds Anthropic's usage into OpenAI's shape and keeps the split by TTL."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
+    import litellm  # imported here: only this test pays for (and needs) litellm
+
+    resp = litellm.ModelResponse(
+        id="chatcmpl-9",
+        model="claude-sonnet-4-5-20250929",
+        object="chat.completion",
+        choices=[
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        usage=litellm.Usage(
+            prompt_tokens=4500,
+            completion_tokens=300,
+            total_tokens=4800,
+            prompt_tokens_details={
+                "cached_tokens": 1000,
+                "cache_creation_tokens": 3000,
+                "cache_creation_token_details": {
+                    "ephemeral_5m_input_tokens": 1000,
+                    "ephemeral_1h_input_tokens": 2000,
+                },
+            },
+            completion_tokens_details={"reasoning_tokens": 120},
+        ),
+    )
+    resp._hidden_params = {"custom_llm_provider": "anthropic"}
+    info = extract_response(resp)
+    assert info is not None
+    assert (info.input_tokens, info.cached_input_tokens, info.cache_write_input_tokens) == (
+        4500,
+        1000,
+        3000,
+    )
+    assert (info.cache_write_1h_input_tokens, info.reasoning_output_tokens) == (2000, 120)
+    assert info.provider == "anthropic"

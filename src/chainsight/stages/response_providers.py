@@ -176,6 +176,11 @@ def _openai_usage(usage: object, info: ResponseInfo, *, foreign: bool) -> None:
         if write is None and details is not None:
             write = _count(_get(details, "cache_creation_tokens"))
     info.cache_write_input_tokens = write
+    if details is not None:
+        # LiteLLM keeps Anthropic's split of the writes by TTL here.
+        split = _get(details, "cache_creation_token_details")
+        if split is not None:
+            info.cache_write_1h_input_tokens = _count(_get(split, "ephemeral_1h_input_tokens"))
 
 
 def _openai_chat(resp: object) -> ResponseInfo:
