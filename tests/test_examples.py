@@ -20,3 +20,19 @@ def test_quickstart_runs_and_shows_the_provider_fault() -> None:
     assert result.returncode == 0, result.stderr
     assert "fault=provider" in result.stdout
     assert 'chainsight_requests_total{fault="provider"' in result.stdout
+
+
+def test_tool_loop_adds_up_two_calls_and_prices_the_one_hour_cache() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "tool_loop.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # 2,500 + 2,600 input, 40 + 260 output; 2,000 one-hour writes at $6, not $3.75.
+    assert "gen_ai.usage.input_tokens = 5100" in result.stdout
+    assert "gen_ai.usage.output_tokens = 300" in result.stdout
+    assert "chainsight.usage.cache_creation_1h.input_tokens = 2000" in result.stdout
+    assert "chainsight.cost.usd = 0.02040" in result.stdout

@@ -20,7 +20,7 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_PROMPT_NAME: Final = "gen_ai.prompt.name"
 GEN_AI_PROMPT_VERSION: Final = "gen_ai.prompt.version"
@@ -52,6 +52,9 @@ SERVICE_VERSION: Final = "service.version"
 DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 
 # --- chainsight's own span attributes ---------------------------------------------------------
+# No GenAI convention splits cache writes by TTL: the one-hour part (a part of
+# gen_ai.usage.cache_creation.input_tokens) gets a name of ours.
+CS_USAGE_CACHE_WRITE_1H_INPUT_TOKENS: Final = "chainsight.usage.cache_creation_1h.input_tokens"
 CS_STAGE_KIND: Final = "chainsight.stage.kind"
 CS_STAGE_NAME: Final = "chainsight.stage.name"
 CS_OUTCOME: Final = "chainsight.outcome"

@@ -42,6 +42,7 @@ def token_prices(draw: st.DrawFn, *, cheap_reads: bool = False) -> Price:
         output=draw(usd),
         cache_read=read,
         cache_write=draw(st.none() | usd),
+        cache_write_1h=draw(st.none() | usd),
     )
 
 
@@ -218,6 +219,54 @@ def test_cache_counters_larger_than_input_are_trusted() -> None:
         0.0005,
     )
     assert cost_usd(price, input_tokens=-5, output_tokens=-5, cached_input_tokens=-5) == 0
+
+
+def test_one_hour_cache_writes_have_their_own_price() -> None:
+    """A mixed Anthropic call on claude-sonnet-4-5: 500 uncached input, 1,000 cache reads,
+    1,000 writes to the 5-minute cache and 2,000 to the one-hour cache, 300 output. Published
+    prices per million: $3 input, $0.30 hit, $3.75 5m write, $6 1h write, $15 output."""
+    price = BUNDLED.lookup("claude-sonnet-4-5-20250929")
+    assert price is not None
+    expected = (500 * 3 + 1000 * 0.30 + 1000 * 3.75 + 2000 * 6.0 + 300 * 15) / 1e6
+    got = cost_usd(
+        price,
+        input_tokens=4500,
+        output_tokens=300,
+        cached_input_tokens=1000,
+        cache_write_input_tokens=3000,
+        cache_write_1h_input_tokens=2000,
+    )
+    assert close(got, expected)
+    assert close(got, 0.02205)
+    # Priced all at the 5-minute rate, the same call would be 0.01755: 20 % low.
+    flat = cost_usd(
+        price, input_tokens=4500, output_tokens=300, cached_input_tokens=1000,
+        cache_write_input_tokens=3000,
+    )  # fmt: skip
+    assert close(flat, 0.01755)
+
+
+def test_one_hour_writes_default_to_the_cache_write_price() -> None:
+    price = Price("p", "m", "1M_tokens", input=1.0, cache_write=2.0)
+    assert price.cache_write_1h is None
+    assert close(cost_usd(price, input_tokens=100, cache_write_input_tokens=100,
+                          cache_write_1h_input_tokens=60), 100 * 2.0 / 1e6)  # fmt: skip
+    # One-hour writes larger than all writes: the part is trusted, the whole is at least it.
+    own = Price("p", "m", "1M_tokens", input=1.0, cache_write=2.0, cache_write_1h=4.0)
+    assert close(cost_usd(own, input_tokens=0, cache_write_1h_input_tokens=10), 40 / 1e6)
+    assert cost_usd(own, input_tokens=0, cache_write_1h_input_tokens=-10) == 0
+
+
+def test_one_hour_price_in_overrides_and_errors() -> None:
+    table = BUNDLED.with_overrides(
+        {"acme/a": {"unit": "1M_tokens", "input": 1.0, "cache_write_1h": 2.5}}
+    )
+    row = table.lookup("a")
+    assert row is not None
+    assert row.cache_write_1h == 2.5
+    with pytest.raises(ConfigurationError, match="cache_write_1h"):
+        BUNDLED.with_overrides({"acme/b": {"unit": "1M_tokens", "input": 1.0,
+                                           "cache_write_1h": -1}})  # fmt: skip
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -594,3 +643,6 @@ def test_bundled_cache_prices_are_consistent() -> None:
             assert row.cache_write is not None
             assert math.isclose(row.cache_read, row.input * 0.1, rel_tol=0.21), row
             assert math.isclose(row.cache_write, row.input * 1.25, rel_tol=0.05), row
+            # One-hour writes are 2x input on every Claude model (the pricing page's table).
+            assert row.cache_write_1h is not None
+            assert math.isclose(row.cache_write_1h, row.input * 2), row

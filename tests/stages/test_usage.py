@@ -44,6 +44,7 @@ def test_verbs_never_raise_on_arbitrary_values(
             cache_write_input_tokens=d,
             reasoning_output_tokens=e,
             model=f,
+            cache_write_1h_input_tokens=g,
         )
         s.record_response(g)
         s.record_documents(count=a, scores=b, ids=c)

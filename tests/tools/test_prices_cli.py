@@ -70,10 +70,11 @@ def test_table_as_json(capsys: pytest.CaptureFixture[str]) -> None:
         "output": 5.0,
         "cache_read": 0.1,
         "cache_write": 1.25,
+        "cache_write_1h": 2.0,
         "per_unit": None,
         "aliases": [],
         "source": "https://platform.claude.com/docs/en/about-claude/pricing",
-        "checked": "2026-11-24",
+        "checked": "2026-12-05",
     }
 
 

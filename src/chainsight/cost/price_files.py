@@ -141,6 +141,7 @@ def _parse_row(raw: object, named: tuple[str, str] | None, label: str, origin: s
             output=raw.get("output", 0.0),
             cache_read=raw.get("cache_read"),
             cache_write=raw.get("cache_write"),
+            cache_write_1h=raw.get("cache_write_1h"),
             per_unit=raw.get("per_unit"),
             source=source,
             checked=checked,

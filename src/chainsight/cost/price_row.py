@@ -15,7 +15,7 @@ __all__ = ["Price"]
 
 _SCALES: Final[Mapping[str, float]] = {"1": 1.0, "1K": 1_000.0, "1M": 1_000_000.0}
 _UNIT_RE: Final = re.compile(r"^(1|1K|1M)_([a-z][a-z_]*)$")
-_TOKEN_PRICE_FIELDS: Final = ("input", "output", "cache_read", "cache_write")
+_TOKEN_PRICE_FIELDS: Final = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +25,10 @@ class Price:
     ``unit`` is ``"1M_tokens"`` (token prices are USD per million tokens) or, for rows not billed
     by tokens, ``"<1|1K|1M>_<thing>"`` such as ``"1K_searches"`` with ``per_unit`` the USD price
     of that many units. ``cache_read`` and ``cache_write`` may be ``None``: the provider bills
-    those tokens at the input price. Construction validates every value and raises
-    :class:`~chainsight.ConfigurationError` naming the row.
+    those tokens at the input price. ``cache_write_1h`` prices writes to a one-hour cache
+    (Anthropic's ``ttl: "1h"``); ``None`` bills them like the other cache writes.
+    Construction validates every value and raises :class:`~chainsight.ConfigurationError`
+    naming the row.
     """
 
     provider: str
@@ -36,6 +38,7 @@ class Price:
     output: float = 0.0
     cache_read: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
     per_unit: float | None = None
     source: str = ""
     checked: _dt.date | None = None
@@ -59,15 +62,20 @@ class Price:
         object.__setattr__(self, "_scale", _SCALES[match.group(1)])
         for name in (*_TOKEN_PRICE_FIELDS, "per_unit"):
             value = getattr(self, name)
-            if value is None and name in ("cache_read", "cache_write", "per_unit"):
+            if value is None and name in (
+                "cache_read",
+                "cache_write",
+                "cache_write_1h",
+                "per_unit",
+            ):
                 continue
             object.__setattr__(self, name, _usd(row, name, value))
         if match.group(2) == "tokens":
             if self.per_unit is not None:
                 raise ConfigurationError(
                     f"{row}: field 'per_unit' is set but the unit is {self.unit!r}; token rows "
-                    "take input/output/cache_read/cache_write prices, per_unit is for rows "
-                    "billed by searches or other units"
+                    "take input/output/cache_read/cache_write/cache_write_1h prices, per_unit "
+                    "is for rows billed by searches or other units"
                 )
         else:
             if self.per_unit is None:

@@ -49,28 +49,38 @@ def cost_usd(
     cached_input_tokens: int = 0,
     cache_write_input_tokens: int = 0,
     units: float = 0,
+    cache_write_1h_input_tokens: int = 0,
 ) -> float:
     """Return the USD cost of one call at ``price``.
 
     ``input_tokens`` counts all input tokens, cache reads and writes included (OpenTelemetry
     convention); the uncached part is ``input - cache_read - cache_write``. ``output_tokens``
-    includes reasoning tokens. ``units`` counts searches (or whatever the row's unit counts)
-    for rows billed per unit.
+    includes reasoning tokens. ``cache_write_1h_input_tokens`` is the part of the cache writes
+    that went to a one-hour cache (Anthropic), billed at the row's ``cache_write_1h`` price; the
+    rest of the writes are billed at ``cache_write``. ``units`` counts searches (or whatever the
+    row's unit counts) for rows billed per unit.
 
-    Never negative, never raises for odd counts: negative counts are taken as 0, and when the
-    cache counters add up to more than ``input_tokens`` the counters are trusted and the input
-    is taken as their sum (no uncached input), since they are the more specific numbers.
+    Never negative, never raises for odd counts: negative counts are taken as 0, and when a
+    part is larger than its whole (cache counters above ``input_tokens``, one-hour writes above
+    all writes) the part is trusted and the whole taken as at least its parts, since the parts
+    are the more specific numbers.
     """
     cache_read = cached_input_tokens if cached_input_tokens > 0 else 0
-    cache_write = cache_write_input_tokens if cache_write_input_tokens > 0 else 0
+    write_1h = cache_write_1h_input_tokens if cache_write_1h_input_tokens > 0 else 0
+    cache_write = cache_write_input_tokens if cache_write_input_tokens > write_1h else write_1h
     cached = cache_read + cache_write
     uncached = input_tokens - cached if input_tokens > cached else 0
     output = output_tokens if output_tokens > 0 else 0
     rate = price.input
     read_rate = rate if price.cache_read is None else price.cache_read
     write_rate = rate if price.cache_write is None else price.cache_write
+    write_1h_rate = write_rate if price.cache_write_1h is None else price.cache_write_1h
     total = (
-        uncached * rate + cache_read * read_rate + cache_write * write_rate + output * price.output
+        uncached * rate
+        + cache_read * read_rate
+        + (cache_write - write_1h) * write_rate
+        + write_1h * write_1h_rate
+        + output * price.output
     )
     if price.per_unit is not None and units > 0:
         total += units * price.per_unit

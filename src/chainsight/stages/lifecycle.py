@@ -47,6 +47,7 @@ _MAX_EXCEPTION_MESSAGE: Final = 1024
 # carries it, so the stage module needs no import of (or hook into) these modules.
 _RECORDER: Final = Recorder(
     usage=_usage.record,
+    response=_usage.apply_call,
     documents=_usage.record_documents,
     content=_content.record_content,
 )
@@ -141,7 +142,7 @@ def finish(stage: Stage, exc: BaseException | None, *, end_at: float | None = No
     usage = stage.usage
     if usage is not None:
         try:
-            if usage.stream is not None:
+            if usage.calls is not None:
                 _usage.apply_stream(stage)
             if usage.admission is not None:
                 _usage.settle_budget(stage)

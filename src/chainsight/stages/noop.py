@@ -34,6 +34,7 @@ class NoopStage(Stage):
         cache_write_input_tokens: object = None,
         reasoning_output_tokens: object = None,
         model: object = None,
+        cache_write_1h_input_tokens: object = None,
     ) -> None:
         """Do nothing."""
 

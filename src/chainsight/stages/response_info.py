@@ -81,7 +81,9 @@ class ResponseInfo:
 
     ``input_tokens`` counts all input tokens, cache reads and writes included;
     ``cached_input_tokens`` and ``cache_write_input_tokens`` are the parts of it read from and
-    written to the provider's prompt cache. ``output_tokens`` includes reasoning tokens;
+    written to the provider's prompt cache; ``cache_write_1h_input_tokens`` is the part of the
+    writes that went to a one-hour cache (Anthropic, Bedrock), which is billed at its own
+    price. ``output_tokens`` includes reasoning (thinking) tokens;
     ``reasoning_output_tokens`` is that part. ``provider`` is a guess from the response's shape
     (a ``gen_ai.provider.name`` value). ``units`` counts non-token billing units (Cohere rerank
     search units). ``output_text`` is the completion text when it is cheaply available; it is
@@ -93,6 +95,7 @@ class ResponseInfo:
     cached_input_tokens: int | None = None
     cache_write_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
+    cache_write_1h_input_tokens: int | None = None
     response_model: str | None = None
     response_id: str | None = None
     finish_reasons: tuple[str, ...] = ()
@@ -197,6 +200,7 @@ def _is_empty(info: ResponseInfo) -> bool:
         and info.cached_input_tokens is None
         and info.cache_write_input_tokens is None
         and info.reasoning_output_tokens is None
+        and info.cache_write_1h_input_tokens is None
         and info.response_model is None
         and info.response_id is None
         and not info.finish_reasons

@@ -13,6 +13,12 @@ reads and cache writes included. Providers disagree on this:
 * Cohere reports ``billed_units`` (what is charged) and ``tokens`` (including unbilled template
   tokens); we take the billed counts, which is what cost is computed from, and fall back to
   ``tokens``.
+* Cache writes: OpenAI reports them in ``prompt_tokens_details.cache_write_tokens`` (chat) and
+  ``input_tokens_details.cache_write_tokens`` (Responses), parts of the input total; Anthropic
+  in ``cache_creation_input_tokens`` with the split by TTL in ``cache_creation`` (one-hour writes
+  cost more), Bedrock in ``cacheWriteInputTokens`` with the split in ``cacheDetails``.
+* Reasoning: OpenAI ``reasoning_tokens``, Anthropic ``output_tokens_details.thinking_tokens``,
+  Gemini ``thoughts_token_count``; always a part of the output count we report.
 """
 
 from __future__ import annotations
@@ -141,7 +147,8 @@ def _extract(resp: object) -> ResponseInfo | None:
 
 
 def _openai_usage(usage: object, info: ResponseInfo, *, foreign: bool) -> None:
-    """OpenAI-shaped usage (chat, LiteLLM, OpenAI-compatible APIs): prompt_tokens is the total.
+    """OpenAI-shaped usage (chat, LiteLLM, OpenAI-compatible APIs): prompt_tokens is the total,
+    ``prompt_tokens_details`` says which part was read from and written to the cache.
 
     ``foreign`` is False for the OpenAI SDK's own objects, which never carry the fields LiteLLM
     and other OpenAI-compatible APIs add.
@@ -150,11 +157,13 @@ def _openai_usage(usage: object, info: ResponseInfo, *, foreign: bool) -> None:
     info.output_tokens = _count(_get(usage, "completion_tokens"))
     details = _get(usage, "prompt_tokens_details")
     cached = _count(_get(details, "cached_tokens"))
+    write = _count(_get(details, "cache_write_tokens")) if details is not None else None
     info.reasoning_output_tokens = _count(
         _get(_get(usage, "completion_tokens_details"), "reasoning_tokens")
     )
     if not foreign:
         info.cached_input_tokens = cached
+        info.cache_write_input_tokens = write
         return
     if cached is None:
         # LiteLLM copies Anthropic's and Bedrock's names onto its usage; DeepSeek has its own.
@@ -162,12 +171,16 @@ def _openai_usage(usage: object, info: ResponseInfo, *, foreign: bool) -> None:
         if cached is None:
             cached = _count(_get(usage, "prompt_cache_hit_tokens"))
     info.cached_input_tokens = cached
-    write = _count(_get(usage, "cache_creation_input_tokens"))
-    if write is None and details is not None:
-        write = _count(_get(details, "cache_creation_tokens"))
-        if write is None:
-            write = _count(_get(details, "cache_write_tokens"))
+    if write is None:
+        write = _count(_get(usage, "cache_creation_input_tokens"))
+        if write is None and details is not None:
+            write = _count(_get(details, "cache_creation_tokens"))
     info.cache_write_input_tokens = write
+    if details is not None:
+        # LiteLLM keeps Anthropic's split of the writes by TTL here.
+        split = _get(details, "cache_creation_token_details")
+        if split is not None:
+            info.cache_write_1h_input_tokens = _count(_get(split, "ephemeral_1h_input_tokens"))
 
 
 def _openai_chat(resp: object) -> ResponseInfo:
@@ -220,9 +233,10 @@ def _openai_responses(resp: object) -> ResponseInfo:
     if usage is not None:
         info.input_tokens = _count(_get(usage, "input_tokens"))
         info.output_tokens = _count(_get(usage, "output_tokens"))
-        info.cached_input_tokens = _count(
-            _get(_get(usage, "input_tokens_details"), "cached_tokens")
-        )
+        details = _get(usage, "input_tokens_details")
+        if details is not None:
+            info.cached_input_tokens = _count(_get(details, "cached_tokens"))
+            info.cache_write_input_tokens = _count(_get(details, "cache_write_tokens"))
         info.reasoning_output_tokens = _count(
             _get(_get(usage, "output_tokens_details"), "reasoning_tokens")
         )
@@ -267,17 +281,44 @@ def _anthropic(resp: object) -> ResponseInfo:
     if usage is not None:
         uncached = _count(_get(usage, "input_tokens"))
         read = _count(_get(usage, "cache_read_input_tokens"))
-        write = _count(_get(usage, "cache_creation_input_tokens"))
+        write, write_1h = _anthropic_writes(usage)
         if uncached is not None:
             info.input_tokens = _sum_counts(uncached, read, write)
         info.cached_input_tokens = read
         info.cache_write_input_tokens = write
+        info.cache_write_1h_input_tokens = write_1h
         info.output_tokens = _count(_get(usage, "output_tokens"))
+        info.reasoning_output_tokens = _anthropic_thinking(usage)
     reason = _finish(_get(resp, "stop_reason"))
     if reason is not None:
         info.finish_reasons = (reason,)
     info.output_text = _join_text_blocks(_get(resp, "content"))
     return info
+
+
+def _anthropic_writes(usage: object) -> tuple[int | None, int | None]:
+    """All cache writes and the one-hour part of them, from Anthropic usage.
+
+    ``cache_creation_input_tokens`` is every write; ``cache_creation`` splits it by TTL
+    (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``). When only the split is
+    there, the writes are its sum.
+    """
+    write = _count(_get(usage, "cache_creation_input_tokens"))
+    split = _get(usage, "cache_creation")
+    if split is None:
+        return write, None
+    write_1h = _count(_get(split, "ephemeral_1h_input_tokens"))
+    if write is None:
+        write_5m = _count(_get(split, "ephemeral_5m_input_tokens"))
+        if write_5m is not None or write_1h is not None:
+            write = _sum_counts(write_5m, write_1h)
+    return write, write_1h
+
+
+def _anthropic_thinking(usage: object) -> int | None:
+    """Anthropic's thinking tokens: part of ``output_tokens``, as OpenTelemetry's reasoning."""
+    details = _get(usage, "output_tokens_details")
+    return None if details is None else _count(_get(details, "thinking_tokens"))
 
 
 def _join_text_blocks(content: object) -> str | None:
@@ -378,7 +419,10 @@ def _gemini_candidates(items: list[object] | tuple[object, ...], info: ResponseI
 
 
 def _bedrock_usage(usage: object, info: ResponseInfo) -> None:
-    """Bedrock Converse usage: inputTokens excludes cache reads and writes, so add them."""
+    """Bedrock Converse usage: inputTokens excludes cache reads and writes, so add them.
+
+    ``cacheDetails`` splits the writes by TTL (``[{"ttl": "1h", "inputTokens": n}, ...]``).
+    """
     uncached = _count(_get(usage, "inputTokens"))
     read = _count(_get(usage, "cacheReadInputTokens"))
     write = _count(_get(usage, "cacheWriteInputTokens"))
@@ -387,6 +431,11 @@ def _bedrock_usage(usage: object, info: ResponseInfo) -> None:
     info.cached_input_tokens = read
     info.cache_write_input_tokens = write
     info.output_tokens = _count(_get(usage, "outputTokens"))
+    details = _get(usage, "cacheDetails")
+    if _is_list(details):
+        for detail in details[:_MAX_ITEMS]:
+            if _label(_get(detail, "ttl")) == "1h":
+                info.cache_write_1h_input_tokens = _count(_get(detail, "inputTokens"))
 
 
 def _bedrock(resp: object) -> ResponseInfo:
@@ -402,7 +451,12 @@ def _bedrock(resp: object) -> ResponseInfo:
 
 
 def _cohere_usage(usage: object, info: ResponseInfo) -> None:
-    """Cohere usage or meta: billed units first (what cost is computed from), then tokens."""
+    """Cohere usage or meta: billed units first (what cost is computed from), then tokens.
+
+    ``cached_tokens`` (prompt tokens that hit Cohere's cache) is kept as the cached part of the
+    input, but never above the input it is a part of: the billed input leaves out the prompt
+    template, which the cache may include.
+    """
     billed = _get(usage, "billed_units")
     tokens = _get(usage, "tokens")
     value = _count(_get(billed, "input_tokens"))
@@ -410,6 +464,10 @@ def _cohere_usage(usage: object, info: ResponseInfo) -> None:
     value = _count(_get(billed, "output_tokens"))
     info.output_tokens = value if value is not None else _count(_get(tokens, "output_tokens"))
     info.units = _number(_get(billed, "search_units"))
+    cached = _count(_get(usage, "cached_tokens"))
+    if cached is not None and info.input_tokens is not None:
+        cached = min(cached, info.input_tokens)
+    info.cached_input_tokens = cached
 
 
 def _cohere(resp: object) -> ResponseInfo:

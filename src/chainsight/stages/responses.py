@@ -29,6 +29,8 @@ from chainsight.stages.response_info import (
     _sum_counts,
 )
 from chainsight.stages.response_providers import (
+    _anthropic_thinking,
+    _anthropic_writes,
     _bedrock_usage,
     _cohere_usage,
     _extract,
@@ -88,6 +90,7 @@ class StreamAccumulator:
         "_a_input",
         "_a_read",
         "_a_write",
+        "_a_write_1h",
         "_capture_text",
         "_info",
         "_reasons",
@@ -107,6 +110,7 @@ class StreamAccumulator:
         self._a_input: int | None = None
         self._a_read: int | None = None
         self._a_write: int | None = None
+        self._a_write_1h: int | None = None
         self._seen = False
 
     def add(self, chunk: object) -> None:
@@ -115,6 +119,10 @@ class StreamAccumulator:
             self._add(chunk)
         except Exception:  # a chunk we cannot read must not break the user's stream
             return
+
+    def has_finish_reason(self) -> bool:
+        """True once a chunk said why the response ended (a Gemini stream's last chunk)."""
+        return bool(self._reasons)
 
     def result(self) -> ResponseInfo | None:
         """Return what the chunks so far said, or ``None`` if they said nothing usable."""
@@ -127,6 +135,7 @@ class StreamAccumulator:
             cached_input_tokens=src.cached_input_tokens,
             cache_write_input_tokens=src.cache_write_input_tokens,
             reasoning_output_tokens=src.reasoning_output_tokens,
+            cache_write_1h_input_tokens=src.cache_write_1h_input_tokens,
             response_model=src.response_model,
             response_id=src.response_id,
             finish_reasons=tuple(self._reasons[i] for i in sorted(self._reasons)),
@@ -140,6 +149,8 @@ class StreamAccumulator:
             info.cached_input_tokens = self._a_read
         if self._a_write is not None:
             info.cache_write_input_tokens = self._a_write
+        if self._a_write_1h is not None:
+            info.cache_write_1h_input_tokens = self._a_write_1h
         if info.output_text is None and self._text:
             info.output_text = "".join(self._text)
         if _is_empty(info):
@@ -214,6 +225,8 @@ class StreamAccumulator:
             info.cache_write_input_tokens = part.cache_write_input_tokens
         if part.reasoning_output_tokens is not None:
             info.reasoning_output_tokens = part.reasoning_output_tokens
+        if part.cache_write_1h_input_tokens is not None:
+            info.cache_write_1h_input_tokens = part.cache_write_1h_input_tokens
         if part.response_model is not None:
             info.response_model = part.response_model
         if part.response_id is not None:
@@ -304,9 +317,11 @@ class StreamAccumulator:
                 self._merge(snapshot, text_is_delta=False)
                 if snapshot.input_tokens is not None:
                     # The snapshot's input is already normalised; the raw parts are superseded.
-                    self._a_input = self._a_read = self._a_write = None
+                    self._a_input = self._a_read = self._a_write = self._a_write_1h = None
 
     def _anthropic_usage(self, usage: object) -> None:
+        """Anthropic stream usage: message_start has the input side, message_delta the
+        cumulative output (newer API versions repeat the input side there too)."""
         if usage is None:
             return
         value = _count(_get(usage, "input_tokens"))
@@ -315,12 +330,17 @@ class StreamAccumulator:
         value = _count(_get(usage, "cache_read_input_tokens"))
         if value is not None:
             self._a_read = value
-        value = _count(_get(usage, "cache_creation_input_tokens"))
-        if value is not None:
-            self._a_write = value
+        write, write_1h = _anthropic_writes(usage)
+        if write is not None:
+            self._a_write = write
+        if write_1h is not None:
+            self._a_write_1h = write_1h
         value = _count(_get(usage, "output_tokens"))
         if value is not None:
             self._info.output_tokens = value
+        value = _anthropic_thinking(usage)
+        if value is not None:
+            self._info.reasoning_output_tokens = value
 
     def _responses_event(self, typ: str, event: object) -> None:
         if typ == "response.output_text.delta":

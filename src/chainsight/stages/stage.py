@@ -23,12 +23,13 @@ from chainsight import _names as n
 from chainsight.config import state as _state
 from chainsight.stages.attrs import clean_attributes, coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Classification, Origin, classify, is_cancellation
-from chainsight.stages.responses import StreamAccumulator
+from chainsight.stages.response_calls import ResponseCalls
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
     from chainsight.cost.budget import Admission
     from chainsight.export.metric_families import RequestLabels, StageLabels
+    from chainsight.stages.responses import StreamAccumulator
     from chainsight.stages.spec import Spec
 
 __all__ = [
@@ -61,7 +62,9 @@ class Usage:
     __slots__ = (
         "admission",
         "cache_read_tokens",
+        "cache_write_1h_tokens",
         "cache_write_tokens",
+        "calls",
         "cost_usd",
         "input_tokens",
         "model",
@@ -71,7 +74,6 @@ class Usage:
         "reasoning_tokens",
         "recorded",
         "response_model",
-        "stream",
     )
 
     def __init__(self) -> None:
@@ -79,6 +81,7 @@ class Usage:
         self.output_tokens = 0
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
+        self.cache_write_1h_tokens = 0  # the part of cache_write_tokens in a one-hour cache
         self.reasoning_tokens = 0
         self.recorded = False  # this stage recorded usage itself (not only its stages')
         self.model: str | None = None  # the model record_usage named, when not the spec's
@@ -86,14 +89,16 @@ class Usage:
         self.cost_usd = 0.0
         self.priced = False
         self.response_model: str | None = None
-        self.stream: StreamAccumulator | None = None
+        # The model calls record_response saw; the one in progress is priced when it ends.
+        self.calls: ResponseCalls | None = None
         self.admission: Admission | None = None
 
 
 class Recorder(NamedTuple):
     """The work behind the verbs that need prices, budgets or the content policy."""
 
-    usage: Callable[[Stage, object, object, object, object, object, object], None]
+    usage: Callable[[Stage, object, object, object, object, object, object, object], None]
+    response: Callable[[Stage, StreamAccumulator], None]
     documents: Callable[[Stage, object, object, object], None]
     content: Callable[[Stage, dict[str, object]], None]
 
@@ -216,11 +221,14 @@ class Stage:
         cache_write_input_tokens: object = None,
         reasoning_output_tokens: object = None,
         model: object = None,
+        cache_write_1h_input_tokens: object = None,
     ) -> None:
-        """Record token usage (OpenTelemetry convention) and compute the call's cost.
+        """Record one call's token usage (OpenTelemetry convention) and compute its cost.
 
         ``input_tokens`` counts all input tokens, cached reads and cache writes included;
-        ``output_tokens`` includes reasoning tokens. Counts must be non-negative ints.
+        ``cache_write_1h_input_tokens`` is the part of the cache writes that went to a one-hour
+        cache (priced at the row's ``cache_write_1h``); ``output_tokens`` includes reasoning
+        tokens. Counts must be non-negative ints. Each call adds to the stage's usage.
         """
         try:
             self.recorder.usage(
@@ -231,6 +239,7 @@ class Stage:
                 cache_write_input_tokens,
                 reasoning_output_tokens,
                 model,
+                cache_write_1h_input_tokens,
             )
         except Exception as exc:
             _state.report_internal("record_usage", exc)
@@ -240,17 +249,28 @@ class Stage:
 
         Works with OpenAI (chat completions, responses, embeddings), Anthropic, Gemini, Bedrock
         Converse, Cohere and LiteLLM shapes, as SDK objects or dicts. Unknown shapes are
-        ignored and counted. Read when the stage ends (each chunk of a stream adds to it).
+        ignored and counted.
+
+        Several responses in one stage (a tool loop) add up: each is one model call, priced
+        on its own. In a streaming stage pass each chunk or event: the chunks of one stream
+        are one call, whose cumulative usage is read once, not added chunk by chunk. A chunk
+        belongs to the stream in progress; a complete response, the first event of a stream,
+        or an item with another response id starts a new call; an item with the id of the call
+        in progress (the stream's final message, the same response again) is that call
+        (docs/api.md, "How responses add up"). A call is priced when the next one starts or
+        the stage ends.
         """
         try:
             if response is None:
                 self.cfg.metrics.invalid("record_response")
                 return
             usage = self.usage or self._new_usage()
-            acc = usage.stream
-            if acc is None:
-                acc = usage.stream = StreamAccumulator(capture_text=self.cfg.capture is not None)
-            acc.add(response)
+            calls = usage.calls
+            if calls is None:
+                calls = usage.calls = ResponseCalls(capture_text=self.cfg.capture is not None)
+            ended = calls.add(response)
+            if ended is not None:
+                self.recorder.response(self, ended)
         except Exception as exc:
             _state.report_internal("record_response", exc)
 
@@ -473,22 +493,21 @@ class Stage:
 
     def _add_usage(
         self,
-        inp: int,
-        out: int,
-        read: int,
-        write: int,
-        reasoning: int,
+        tokens: tuple[int, int, int, int, int, int],
         model: str | None,
         cost: float | None,
     ) -> None:
-        """One call's usage: its tokens and cost on this stage (input, output and cost on its
-        request too); ``model`` is the model ``record_usage`` named, if any."""
+        """One call's usage: its tokens (input, output, cache read, cache write, reasoning,
+        one-hour cache write) and cost on this stage (input, output and cost on its request
+        too); ``model`` is the model ``record_usage`` named, if any."""
+        inp, out, read, write, reasoning, write_1h = tokens
         usage = self.usage or self._new_usage()
         usage.input_tokens += inp
         usage.output_tokens += out
         usage.cache_read_tokens += read
         usage.cache_write_tokens += write
         usage.reasoning_tokens += reasoning
+        usage.cache_write_1h_tokens += write_1h
         usage.recorded = True
         if model and model != self.spec.model:
             usage.model = model
@@ -508,13 +527,13 @@ class Stage:
     def _set_response_model(self, model: str) -> None:
         (self.usage or self._new_usage()).response_model = model
 
-    def _take_stream(self) -> StreamAccumulator | None:
-        """What ``record_response`` gathered, handed over once (at the end of the stage)."""
+    def _take_call(self) -> StreamAccumulator | None:
+        """The model call ``record_response`` has in progress, handed over once (at the end
+        of the stage)."""
         usage = self.usage
-        if usage is None:
+        if usage is None or usage.calls is None:
             return None
-        acc, usage.stream = usage.stream, None
-        return acc
+        return usage.calls.close()
 
     def _admit(self, admission: Admission) -> None:
         """The budgets admitted this model stage; settled when it ends."""

@@ -23,9 +23,11 @@ from chainsight.stages.content import record_content
 from chainsight.stages.responses import ResponseInfo
 
 if TYPE_CHECKING:
+    from chainsight.stages.responses import StreamAccumulator
     from chainsight.stages.stage import Stage
 
 __all__ = [
+    "apply_call",
     "apply_stream",
     "check_budget",
     "record",
@@ -66,6 +68,7 @@ def record(
     cache_write_input_tokens: object,
     reasoning_output_tokens: object,
     model: object,
+    cache_write_1h_input_tokens: object = None,
     *,
     provider: str | None = None,
     units: float | None = None,
@@ -77,6 +80,7 @@ def record(
         cached_input_tokens,
         cache_write_input_tokens,
         reasoning_output_tokens,
+        cache_write_1h_input_tokens,
     )
     counts = [_count(v) for v in raw]
     if any(c is None and v is not None for c, v in zip(counts, raw, strict=True)):
@@ -89,23 +93,24 @@ def record(
         model = safe_text(stage.cfg.redactor, str.__str__(model), _MODEL_BYTES)
     if all(c is None for c in counts) and not units:
         return
-    inp, out, read, write, reasoning = (c or 0 for c in counts)
-    # The cache parts are the more specific numbers; the input total cannot be below them.
+    inp, out, read, write, reasoning, write_1h = (c or 0 for c in counts)
+    # The parts are the more specific numbers: the writes cannot be below their one-hour part,
+    # the input total cannot be below its cache parts.
+    write = max(write, write_1h)
     inp = max(inp, read + write)
     spec = stage.spec
     usage = stage.usage
     model_name = model or (usage.response_model if usage else None) or spec.model or ""
     provider_name = spec.provider or provider or spec.system or ""
 
-    cost = _price(stage, model_name, provider_name, inp, out, read, write, units or 0.0)
+    tokens = (inp, out, read, write, reasoning, write_1h)
+    cost = _price(stage, model_name, provider_name, tokens, units or 0.0)
     # The span attributes are written once, with the stage's final attributes (one SDK
     # validation pass instead of two per call).
-    stage._add_usage(inp, out, read, write, reasoning, model, cost)
+    stage._add_usage(tokens, model, cost)
     if cost is not None and stage.cfg.budgets is not None:
         _spend(stage, model_name, provider_name, cost)
-    _usage_metrics(
-        stage, provider_name, model_name, counts, (inp, out, read, write, reasoning), cost
-    )
+    _usage_metrics(stage, provider_name, model_name, counts, tokens[:5], cost)
 
 
 def _usage_metrics(
@@ -113,7 +118,7 @@ def _usage_metrics(
     provider_name: str,
     model_name: str,
     given: list[int | None],
-    amounts: tuple[int, int, int, int, int],
+    amounts: tuple[int, ...],
     cost: float | None,
 ) -> None:
     """Token and cost counters for one call, and the GenAI token histogram for GenAI stages."""
@@ -161,6 +166,8 @@ def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
         attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+    if usage.cache_write_1h_tokens:
+        attrs[n.CS_USAGE_CACHE_WRITE_1H_INPUT_TOKENS] = usage.cache_write_1h_tokens
     if usage.reasoning_tokens:
         attrs[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
     if usage.model is not None and n.GEN_AI_RESPONSE_MODEL not in attrs:
@@ -185,10 +192,7 @@ def _price(
     stage: Stage,
     model: str,
     provider: str,
-    inp: int,
-    out: int,
-    read: int,
-    write: int,
+    tokens: tuple[int, int, int, int, int, int],
     units: float,
 ) -> float | None:
     """Price the call; None (and counted as unpriced) when the model is not in the table."""
@@ -218,6 +222,7 @@ def _price(
         return None
     from chainsight.cost.prices import cost_usd  # noqa: PLC0415 - keeps the table's import lazy
 
+    inp, out, read, write, _reasoning, write_1h = tokens
     cost = cost_usd(
         price,
         input_tokens=inp,
@@ -225,6 +230,7 @@ def _price(
         cached_input_tokens=read,
         cache_write_input_tokens=write,
         units=units,
+        cache_write_1h_input_tokens=write_1h,
     )
     if not math.isfinite(cost) or cost < 0:
         stage.cfg.metrics.invalid("record_usage")
@@ -267,8 +273,13 @@ def _count_store_errors(stage: Stage) -> None:
 
 
 def apply_stream(stage: Stage) -> None:
-    """At the end of a stage: turn what ``record_response`` saw into usage and attributes."""
-    acc = stage._take_stream()
+    """At the end of a stage: turn the model call ``record_response`` has in progress into
+    usage and attributes (the calls before it were applied when they ended)."""
+    apply_call(stage, stage._take_call())
+
+
+def apply_call(stage: Stage, acc: StreamAccumulator | None) -> None:
+    """One model call that ``record_response`` saw has ended: record its usage and cost."""
     if acc is None:
         return
     info = acc.result()
@@ -307,6 +318,7 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
         info.cache_write_input_tokens,
         info.reasoning_output_tokens,
         None,
+        info.cache_write_1h_input_tokens,
         provider=info.provider,
         units=info.units,
     )

@@ -25,6 +25,7 @@ _COLUMNS = (
     "output",
     "cache read",
     "cache write",
+    "write 1h",
     "source",
     "checked",
 )
@@ -100,6 +101,7 @@ def _row_dict(price: Price) -> dict[str, Any]:
         "output": price.output,
         "cache_read": price.cache_read,
         "cache_write": price.cache_write,
+        "cache_write_1h": price.cache_write_1h,
         "per_unit": price.per_unit,
         "aliases": list(price.aliases),
         "source": price.source,
@@ -107,9 +109,9 @@ def _row_dict(price: Price) -> dict[str, Any]:
     }
 
 
-def _usd(value: float | None, *, same_as_input: bool = False) -> str:
+def _usd(value: float | None, *, same_as_input: bool = False, same_as: str = "-") -> str:
     if value is None:
-        return "= input" if same_as_input else "-"
+        return "= input" if same_as_input else same_as
     return f"{value:.4f}".rstrip("0").rstrip(".") if value else "0"
 
 
@@ -120,10 +122,11 @@ def _cells(price: Price) -> tuple[str, ...]:
             _usd(price.output),
             _usd(price.cache_read, same_as_input=True),
             _usd(price.cache_write, same_as_input=True),
+            _usd(price.cache_write_1h, same_as="= write"),
         )
     else:
         # Rows billed per search show their one price in the input column; the unit says per what.
-        prices = (_usd(price.per_unit), "-", "-", "-")
+        prices = (_usd(price.per_unit), "-", "-", "-", "-")
     checked = price.checked.isoformat() if price.checked is not None else "-"
     return (price.provider, price.model, price.unit, *prices, price.source or "-", checked)
 
@@ -134,7 +137,7 @@ def _print_table(rows: list[Price], *, as_json: bool) -> None:
         return
     body = [_cells(r) for r in rows]
     widths = [max(len(c) for c in col) for col in zip(_COLUMNS, *body, strict=True)]
-    numeric = {3, 4, 5, 6}
+    numeric = {3, 4, 5, 6, 7}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -145,4 +148,7 @@ def _print_table(rows: list[Price], *, as_json: bool) -> None:
     print(line(_COLUMNS).rstrip())
     for cells in body:
         print(line(cells).rstrip())
-    print("\nUSD per unit; 'cache read'/'cache write' '= input' means billed at the input price.")
+    print(
+        "\nUSD per unit; 'cache read'/'cache write' '= input' means billed at the input price, "
+        "'write 1h' '= write' at the cache write price."
+    )
