@@ -1,0 +1,139 @@
+"""One SDK call as a stage: the wrappers every integration puts around a client method.
+
+A call either *enriches* the user's own open stage of the same kind (``with
+chainsight.stage("model")`` around ``client.chat.completions.create``: the response is recorded
+on that stage, no second span) or opens its own stage for the call. The SDK's exceptions pass
+through unchanged; what goes wrong in here is reported (``report_internal``) and the call's
+result is returned as if chainsight were not there.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from chainsight.config import state as _state
+from chainsight.integrations._streams import is_stream, observe
+from chainsight.stages import calls
+from chainsight.stages.stage import Stage
+from chainsight.stages.wrappers import current_stage
+
+__all__ = ["Site", "async_method", "run_async", "run_sync", "sync_method"]
+
+
+class Site(NamedTuple):
+    """What one wrapped SDK method is: its stage kind and name, how to read its attributes
+    from the call, and how to record its result on a stage."""
+
+    kind: str
+    name: str
+    # (the SDK object the method is bound to, the call's arguments) -> stage keywords
+    attributes: Callable[[Any, tuple[Any, ...], dict[str, Any]], dict[str, Any]]
+    # record the (non-stream) result of a call on the SDK object on the stage
+    record: Callable[[Stage, Any, Any], None]
+    # record one chunk of a stream on the stage
+    chunk: Callable[[Stage, Any], None]
+    # where report_internal counts this site's own errors
+    where: str
+
+
+def _attributes(site: Site, obj: Any, args: Any, kwargs: Any) -> dict[str, Any] | None:
+    try:
+        return site.attributes(obj, args, kwargs)
+    except Exception as exc:
+        _state.report_internal(site.where, exc)
+        return None
+
+
+def _deliver(site: Site, stage: Stage, obj: Any, result: Any, own: bool) -> None:
+    """Record ``result`` on ``stage``; a stream is observed until it ends. Never raises."""
+    try:
+        if is_stream(result):
+            observe(result, stage, site.chunk, own=own)
+            return
+        site.record(stage, obj, result)
+    except Exception as exc:
+        _state.report_internal(site.where, exc)
+    if own:
+        calls.end_call(stage, None)
+
+
+def _enrich(site: Site) -> Stage | None:
+    """The user's open stage of this site's kind, which the call then records on."""
+    stage = current_stage()
+    return stage if stage.kind == site.kind else None
+
+
+def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: Any) -> Any:
+    """Run ``call(*args, **kwargs)`` as a stage of ``site`` (or on the user's stage)."""
+    user_stage = _enrich(site)
+    if user_stage is not None:
+        result = call(*args, **kwargs)
+        _deliver(site, user_stage, obj, result, own=False)
+        return result
+    attrs = _attributes(site, obj, args, kwargs)
+    opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
+    if opened is None:
+        return call(*args, **kwargs)
+    stage, token = opened
+    try:
+        result = call(*args, **kwargs)
+    except BaseException as exc:
+        calls.detach(token)
+        calls.end_call(stage, exc)
+        raise
+    calls.detach(token)
+    _deliver(site, stage, obj, result, own=True)
+    return result
+
+
+async def run_async(
+    site: Site, call: Callable[..., Awaitable[Any]], obj: Any, args: Any, kwargs: Any
+) -> Any:
+    """The coroutine twin of :func:`run_sync`."""
+    user_stage = _enrich(site)
+    if user_stage is not None:
+        result = await call(*args, **kwargs)
+        _deliver(site, user_stage, obj, result, own=False)
+        return result
+    attrs = _attributes(site, obj, args, kwargs)
+    opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
+    if opened is None:
+        return await call(*args, **kwargs)
+    stage, token = opened
+    try:
+        result = await call(*args, **kwargs)
+    except BaseException as exc:
+        calls.detach(token)
+        calls.end_call(stage, exc)
+        raise
+    calls.detach(token)
+    _deliver(site, stage, obj, result, own=True)
+    return result
+
+
+def sync_method(site: Site) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make the replacement of a sync SDK method ``original(self, *args, **kwargs)``."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return run_sync(site, functools.partial(original, self), self, args, kwargs)
+
+        return method
+
+    return wrap
+
+
+def async_method(site: Site) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make the replacement of an ``async def`` SDK method."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await run_async(site, functools.partial(original, self), self, args, kwargs)
+
+        return method
+
+    return wrap
