@@ -268,7 +268,11 @@ def response_events(p: FakeProvider) -> Iterator[str]:
     yield event("response.output_item.added", output_index=0, item={**item, "content": []})
     part = {"type": "output_text", "text": "", "annotations": []}
     yield event(
-        "response.content_part.added", item_id="msg_local_1", output_index=0, content_index=0, part=part
+        "response.content_part.added",
+        item_id="msg_local_1",
+        output_index=0,
+        content_index=0,
+        part=part,
     )
     for word in p.words():
         yield event(
@@ -289,7 +293,11 @@ def response_events(p: FakeProvider) -> Iterator[str]:
     )
     full = {"type": "output_text", "text": p.answer.text, "annotations": []}
     yield event(
-        "response.content_part.done", item_id="msg_local_1", output_index=0, content_index=0, part=full
+        "response.content_part.done",
+        item_id="msg_local_1",
+        output_index=0,
+        content_index=0,
+        part=full,
     )
     done_item = {**item, "status": "completed", "content": [full]}
     yield event("response.output_item.done", output_index=0, item=done_item)
@@ -436,7 +444,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(400, _ANTHROPIC_CONTEXT if anthropic else _OPENAI_CONTEXT)
 
-    def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -462,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # BrokenPipe, ConnectionReset: the client closed the stream early
             self.close_connection = True  # the client closed the stream early
 
 
