@@ -110,7 +110,18 @@ def judge(
     cs_import = imports["chainsight"]
     chain = concurrent["ai_chain"]
     otlp_extra = micro["cs_otlp_metrics"].median_ratio - micro["cs_sync"].median_ratio
+    integration_extra = (
+        micro["cs_openai_integration"].median_ratio - micro["cs_openai_by_hand"].median_ratio
+    )
     return [
+        {
+            "target": "openai integration <= hand-written stage + 0.1 R",
+            "measured": f"{integration_extra:+.2f} R (integration "
+            f"{micro['cs_openai_integration'].median_ratio:.2f} R, by hand "
+            f"{micro['cs_openai_by_hand'].median_ratio:.2f} R, the SDK call alone "
+            f"{micro['openai_call'].median_ratio:.2f} R)",
+            "met": integration_extra <= 0.1,
+        },
         {
             "target": "complete stage <= 1.2 R (aim <= 1.0 R)",
             "measured": f"{micro['cs_sync'].median_ratio:.2f} R",

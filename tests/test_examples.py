@@ -20,3 +20,19 @@ def test_quickstart_runs_and_shows_the_provider_fault() -> None:
     assert result.returncode == 0, result.stderr
     assert "fault=provider" in result.stdout
     assert 'chainsight_requests_total{fault="provider"' in result.stdout
+
+
+def test_the_integrations_example_records_every_sdk_call_as_a_stage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "examples" / "rag_integrations.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answer: Refunds take 5 business days." in result.stdout
+    for stage in ("openai.embeddings", "qdrant.query_points", "openai.chat", "answer_ticket"):
+        assert f"  {stage}" in result.stdout
+    assert "chainsight.time_to_first_chunk_seconds" in result.stdout
+    assert 'chainsight_tokens_total{feature="support"' in result.stdout
