@@ -96,9 +96,13 @@ def answer(llm: openai.OpenAI, store: QdrantClient, question: str) -> str:
         query = llm.embeddings.create(model="text-embedding-3-small", input=question)
         hits = store.query_points("kb", query=query.data[0].embedding, limit=2).points
         context = "\n".join(str(h.payload["text"]) for h in hits if h.payload)
+        messages: list[Any] = [
+            {"role": "system", "content": context},
+            {"role": "user", "content": question},
+        ]
         stream = llm.chat.completions.create(
             model="gpt-4o-mini",
-            messages=[{"role": "system", "content": context}, {"role": "user", "content": question}],
+            messages=messages,
             stream=True,
             stream_options={"include_usage": True},  # the last chunk carries the usage
         )
