@@ -404,6 +404,10 @@ class MicroSuite:
              self.openai.run_by_hand, self.openai.setup(on, False), 1, 1),
             ("cs_openai_integration", "openai call, chainsight.instrument('openai')",
              self.openai.run_integration, self.openai.setup(on, True), 1, 1),
+            ("cs_openai_stub_by_hand", "stage('model') + record_response of a parsed response",
+             self.openai.run_stub_by_hand, on, 1, 1),
+            ("cs_openai_stub_integration", "the integration's wrapper, same parsed response",
+             self.openai.run_stub_integration, on, 1, 1),
         ]  # fmt: skip
         cases: list[Case] = []
         for name, description, run, setup, spans, obs in table:

@@ -333,3 +333,30 @@ def test_uninstrument_restores_the_originals_exactly(provider: FakeProvider) -> 
     chainsight.uninstrument("openai")
     after = {key: key[0].__dict__.get(key[1]) for key in before}
     assert after == before
+
+
+def test_a_helper_stream_left_early_ends_cancelled(
+    provider: FakeProvider, chainsight_capture: Capture, instrumented: None
+) -> None:
+    client = _client(provider)
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as stream:
+        next(iter(stream))
+    # The helper's close() closes the HTTP response, not the SDK stream: the stage ends anyway.
+    assert chainsight_capture.stage(name="openai.chat").outcome == "cancelled"
+    chainsight_capture.clear()
+    with client.responses.stream(model="gpt-4o-mini", input="hi") as events:
+        next(iter(events))
+    assert chainsight_capture.stage(name="openai.responses").outcome == "cancelled"
+
+
+def test_a_spent_budget_refuses_the_call_before_it_is_sent(
+    provider: FakeProvider, chainsight_capture: Capture, instrumented: None
+) -> None:
+    chainsight.configure(budgets=[chainsight.Budget("daily", 0.000001)])
+    client = _client(provider)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # spends it
+    with pytest.raises(chainsight.BudgetExceeded):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert provider.count("/v1/chat/completions") == 1
+    outcomes = [s.outcome for s in chainsight_capture.find(name="openai.chat")]
+    assert outcomes == ["ok", "rejected"]
