@@ -34,7 +34,7 @@ def model_attributes(
 
 
 def record_response(stage: Stage, resource: Any, result: Any) -> None:
-    """Record an SDK response (or one stream chunk) on the stage, as a hand-written stage would.
+    """Record an SDK response on the stage, as a hand-written stage would.
 
     A raw HTTP response (``with_raw_response``) carries no parsed body yet: it is left alone
     rather than parsed behind the app's back.

@@ -63,7 +63,7 @@ def _record(stage: Stage, collection: Any, result: Any) -> None:
             for per_query in distances
             if isinstance(per_query, list)
             for d in per_query
-            if type(d) in (int, float) and math.isfinite(d)
+            if isinstance(d, (int, float)) and math.isfinite(d)  # numpy floats are floats
         ]
     stage.record_documents(count=count, scores=scores, ids=ids)
 
