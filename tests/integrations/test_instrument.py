@@ -72,7 +72,7 @@ def test_our_own_error_is_counted_and_the_call_still_answers(
     def broken(stage: Any, obj: Any, result: Any) -> None:
         raise RuntimeError("a bug in chainsight")
 
-    assert run_sync(_site(broken), lambda: "answer", None, (), {}) == "answer"
+    assert run_sync(_site(broken), lambda obj: "answer", None, (), {}) == "answer"
     assert cap.stage(name="fake.call").outcome == "ok"
     assert cap.metric("chainsight_internal_errors_total", {"where": "integration:test"}) == 1
 
@@ -80,14 +80,14 @@ def test_our_own_error_is_counted_and_the_call_still_answers(
         raise KeyError("model")
 
     site = _site(lambda stage, obj, result: None, bad_attributes)
-    assert run_sync(site, lambda: "untraced", None, (), {}) == "untraced"
+    assert run_sync(site, lambda obj: "untraced", None, (), {}) == "untraced"
     assert len(cap.find(name="fake.call")) == 1  # the second call ran untraced
 
 
 def test_the_sdks_exception_is_the_same_object(chainsight_capture: Any) -> None:
     error = ValueError("from the SDK")
 
-    def call() -> None:
+    def call(obj: object) -> None:
         raise error
 
     with pytest.raises(ValueError, match="from the SDK") as raised:
@@ -98,5 +98,5 @@ def test_the_sdks_exception_is_the_same_object(chainsight_capture: Any) -> None:
 
 def test_off_means_a_straight_call(chainsight_capture: Any) -> None:
     chainsight.configure(enabled=False)
-    assert run_sync(_site(lambda stage, obj, result: None), lambda: 42, None, (), {}) == 42
+    assert run_sync(_site(lambda stage, obj, result: None), lambda obj: 42, None, (), {}) == 42
     assert chainsight_capture.find(name="fake.call") == []

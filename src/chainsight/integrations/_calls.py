@@ -13,11 +13,12 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from opentelemetry import context as otel_context
+
 from chainsight.config import state as _state
 from chainsight.integrations._streams import is_stream, observe
 from chainsight.stages import calls
-from chainsight.stages.stage import Stage
-from chainsight.stages.wrappers import current_stage
+from chainsight.stages.stage import STAGE_KEY, Stage
 
 __all__ = ["Site", "async_method", "run_async", "run_sync", "sync_method"]
 
@@ -61,24 +62,29 @@ def _deliver(site: Site, stage: Stage, obj: Any, result: Any, own: bool) -> None
 
 def _enrich(site: Site) -> Stage | None:
     """The user's open stage of this site's kind, which the call then records on."""
-    stage = current_stage()
-    return stage if stage.kind == site.kind else None
+    # current_stage() inlined: this runs on every SDK call.
+    found = otel_context.get_value(STAGE_KEY)
+    return found if isinstance(found, Stage) and found.spec.kind == site.kind else None
 
 
 def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: Any) -> Any:
-    """Run ``call(*args, **kwargs)`` as a stage of ``site`` (or on the user's stage)."""
+    """Run ``call(obj, *args, **kwargs)`` as a stage of ``site`` (or on the user's stage).
+
+    ``call`` is the SDK's original method and ``obj`` what it is bound to (no bound method or
+    partial is made per call: the wrapper's own cost is judged against a hand-written stage).
+    """
     user_stage = _enrich(site)
     if user_stage is not None:
-        result = call(*args, **kwargs)
+        result = call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
     attrs = _attributes(site, obj, args, kwargs)
     opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
     if opened is None:
-        return call(*args, **kwargs)
+        return call(obj, *args, **kwargs)
     stage, token = opened
     try:
-        result = call(*args, **kwargs)
+        result = call(obj, *args, **kwargs)
     except BaseException as exc:
         calls.detach(token)
         calls.end_call(stage, exc)
@@ -94,16 +100,16 @@ async def run_async(
     """The coroutine twin of :func:`run_sync`."""
     user_stage = _enrich(site)
     if user_stage is not None:
-        result = await call(*args, **kwargs)
+        result = await call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
     attrs = _attributes(site, obj, args, kwargs)
     opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
     if opened is None:
-        return await call(*args, **kwargs)
+        return await call(obj, *args, **kwargs)
     stage, token = opened
     try:
-        result = await call(*args, **kwargs)
+        result = await call(obj, *args, **kwargs)
     except BaseException as exc:
         calls.detach(token)
         calls.end_call(stage, exc)
@@ -119,7 +125,7 @@ def sync_method(site: Site) -> Callable[[Callable[..., Any]], Callable[..., Any]
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return run_sync(site, functools.partial(original, self), self, args, kwargs)
+            return run_sync(site, original, self, args, kwargs)
 
         return method
 
@@ -132,7 +138,7 @@ def async_method(site: Site) -> Callable[[Callable[..., Any]], Callable[..., Any
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await run_async(site, functools.partial(original, self), self, args, kwargs)
+            return await run_async(site, original, self, args, kwargs)
 
         return method
 

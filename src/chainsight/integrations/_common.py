@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import Any, Final
 
 from chainsight.stages.stage import Stage
 
 __all__ = ["model_attributes", "record_chunk", "record_response", "server_of"]
 
 
+# id(SDK client) -> (a weak reference to it, its stage keywords). Reading base_url off an SDK
+# client costs about a microsecond a call, the integration's whole budget; the weak reference
+# tells a live client from a new object that reuses a dead one's id, and keeps no client alive.
+# A client whose base_url is reassigned keeps its first server until the cache is full.
+_SERVERS: dict[int, tuple[weakref.ref[Any], dict[str, Any]]] = {}
+_SERVERS_LIMIT: Final = 256
+# The SDKs' raw-response wrappers (with_raw_response / with_streaming_response).
+_RAW_RESPONSES: Final = frozenset({"LegacyAPIResponse", "APIResponse", "AsyncAPIResponse"})
+
+
 def server_of(client: Any, attrs: dict[str, Any]) -> None:
     """Add ``server_address``/``server_port`` from an SDK client's ``base_url``, if it has one."""
-    url = getattr(client, "base_url", None)
-    host = getattr(url, "host", None)
-    if isinstance(host, str) and host:
-        attrs["server_address"] = host
-        port = getattr(url, "port", None)
-        if type(port) is int:
-            attrs["server_port"] = port
+    cached = _SERVERS.get(id(client))
+    if cached is None or cached[0]() is not client:
+        found: dict[str, Any] = {}
+        url = getattr(client, "base_url", None)
+        host = getattr(url, "host", None)
+        if isinstance(host, str) and host:
+            found["server_address"] = host
+            port = getattr(url, "port", None)
+            if type(port) is int:
+                found["server_port"] = port
+        try:
+            ref = weakref.ref(client)
+        except TypeError:  # not weak-referenceable: read it each time
+            attrs.update(found)
+            return
+        if len(_SERVERS) >= _SERVERS_LIMIT:
+            _SERVERS.clear()
+        cached = _SERVERS[id(client)] = (ref, found)
+    attrs.update(cached[1])
 
 
 def model_attributes(
@@ -39,7 +62,8 @@ def record_response(stage: Stage, resource: Any, result: Any) -> None:
     A raw HTTP response (``with_raw_response``) carries no parsed body yet: it is left alone
     rather than parsed behind the app's back.
     """
-    if hasattr(result, "http_response") and hasattr(result, "parse"):
+    # By class name: hasattr() on a pydantic response costs more than the rest of the call.
+    if type(result).__name__ in _RAW_RESPONSES:
         return
     stage.record_response(result)
 
