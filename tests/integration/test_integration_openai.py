@@ -360,3 +360,21 @@ def test_a_spent_budget_refuses_the_call_before_it_is_sent(
     assert provider.count("/v1/chat/completions") == 1
     outcomes = [s.outcome for s in chainsight_capture.find(name="openai.chat")]
     assert outcomes == ["ok", "rejected"]
+
+
+def test_each_call_names_its_own_model_and_follows_configure(
+    provider: FakeProvider, chainsight_capture: Capture, instrumented: None
+) -> None:
+    client = _client(provider)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    chainsight.configure(release="answer@8")  # stages made after it carry the new release
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    stages = chainsight_capture.find(name="openai.chat")
+    assert [s.attributes["gen_ai.request.model"] for s in stages] == [
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4o-mini",
+    ]
+    assert stages[2].attributes["chainsight.release.id"] == "answer@8"
+    assert stages[0].attributes["chainsight.release.id"] != "answer@8"

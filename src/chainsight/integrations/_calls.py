@@ -10,14 +10,18 @@ result is returned as if chainsight were not there.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from contextvars import Token
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from chainsight.config import state as _state
-from chainsight.integrations._streams import is_stream, observe
+from chainsight.integrations._streams import STREAM_TYPES, observe
 from chainsight.stages import calls
+from chainsight.stages.spec import Spec, spec_for
 from chainsight.stages.stage import STAGE_KEY, Stage
 
 __all__ = ["Site", "async_method", "run_async", "run_sync", "sync_method"]
@@ -37,20 +41,55 @@ class Site(NamedTuple):
     chunk: Callable[[Stage, Any], None]
     # where report_internal counts this site's own errors
     where: str
+    # the stage keywords depend on the SDK object and the requested model alone, so the
+    # stage's Spec can be cached per (object, model) instead of built from keywords per call
+    per_model: bool = False
 
 
-def _attributes(site: Site, obj: Any, args: Any, kwargs: Any) -> dict[str, Any] | None:
+# (site name, id(SDK object), model) -> (weak reference to the object, the Spec). The weak
+# reference tells a live object from a new one reusing a dead one's id, and keeps none alive.
+_SPECS: dict[tuple[str, int, str | None], tuple[weakref.ref[Any], Spec]] = {}
+_SPECS_LIMIT: Final = 1024
+
+
+def _cached_spec(site: Site, obj: Any, args: Any, kwargs: Any) -> Spec | None:
+    model = kwargs.get("model")
+    key = (site.name, id(obj), model if type(model) is str else None)
+    cached = _SPECS.get(key)
+    if cached is not None and cached[0]() is obj:
+        return cached[1]
     try:
-        return site.attributes(obj, args, kwargs)
+        spec = spec_for(site.kind, site.name, site.attributes(obj, args, kwargs))
+    except Exception as exc:  # a value from the SDK call chainsight cannot use: run untraced
+        _state.report_internal("integration_spec", exc)
+        return None
+    try:
+        ref = weakref.ref(obj)
+    except TypeError:  # not weak-referenceable: not cached
+        return spec
+    if len(_SPECS) >= _SPECS_LIMIT:
+        _SPECS.clear()
+    _SPECS[key] = (ref, spec)
+    return spec
+
+
+def _open(site: Site, obj: Any, args: Any, kwargs: Any) -> tuple[Stage, Token[Context]] | None:
+    """Start the call's stage (None: run untraced)."""
+    if site.per_model:
+        spec = _cached_spec(site, obj, args, kwargs)
+        return None if spec is None else calls.open_spec(spec)
+    try:
+        attrs = site.attributes(obj, args, kwargs)
     except Exception as exc:
         _state.report_internal(site.where, exc)
         return None
+    return calls.open_call(site.kind, site.name, attrs)
 
 
 def _deliver(site: Site, stage: Stage, obj: Any, result: Any, own: bool) -> None:
     """Record ``result`` on ``stage``; a stream is observed until it ends. Never raises."""
     try:
-        if is_stream(result):
+        if type(result) in STREAM_TYPES:
             observe(result, stage, site.chunk, own=own)
             return
         site.record(stage, obj, result)
@@ -78,8 +117,7 @@ def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: 
         result = call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
-    attrs = _attributes(site, obj, args, kwargs)
-    opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
+    opened = _open(site, obj, args, kwargs)
     if opened is None:
         return call(obj, *args, **kwargs)
     stage, token = opened
@@ -103,8 +141,7 @@ async def run_async(
         result = await call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
-    attrs = _attributes(site, obj, args, kwargs)
-    opened = None if attrs is None else calls.open_call(site.kind, site.name, attrs)
+    opened = _open(site, obj, args, kwargs)
     if opened is None:
         return await call(obj, *args, **kwargs)
     stage, token = opened

@@ -23,11 +23,11 @@ from chainsight.config import state as _state
 from chainsight.stages import calls
 from chainsight.stages.stage import Stage
 
-__all__ = ["Observer", "is_stream", "observe", "stream_patches"]
+__all__ = ["STREAM_TYPES", "Observer", "is_stream", "observe", "stream_patches"]
 
 _ATTR: Final = "_chainsight_observer"
 # Stream classes of instrumented libraries; a result of one of these types is observed.
-_STREAM_TYPES: set[type] = set()
+STREAM_TYPES: set[type] = set()
 
 
 class Observer:
@@ -74,17 +74,17 @@ class Observer:
 
 def register(*types: type) -> None:
     """Results of these types are streams to observe (called by an integration when on)."""
-    _STREAM_TYPES.update(types)
+    STREAM_TYPES.update(types)
 
 
 def unregister(*types: type) -> None:
     """The integration owning these stream types was turned off."""
-    _STREAM_TYPES.difference_update(types)
+    STREAM_TYPES.difference_update(types)
 
 
 def is_stream(result: object) -> bool:
     """Whether ``result`` is a stream of an instrumented library."""
-    return type(result) in _STREAM_TYPES
+    return type(result) in STREAM_TYPES
 
 
 def observe(stream: Any, stage: Stage, chunk: Callable[[Stage, Any], None], own: bool) -> None:

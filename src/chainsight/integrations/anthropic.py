@@ -35,6 +35,7 @@ MESSAGES = Site(
     record_response,
     record_chunk,
     "integration:anthropic",
+    per_model=True,
 )
 
 

@@ -30,9 +30,23 @@ def _embeddings(resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return model_attributes(resource, kwargs, "openai", "embeddings")
 
 
-CHAT = Site("model", "openai.chat", _chat, record_response, record_chunk, "integration:openai")
+CHAT = Site(
+    "model",
+    "openai.chat",
+    _chat,
+    record_response,
+    record_chunk,
+    "integration:openai",
+    per_model=True,
+)
 RESPONSES = Site(
-    "model", "openai.responses", _chat, record_response, record_chunk, "integration:openai"
+    "model",
+    "openai.responses",
+    _chat,
+    record_response,
+    record_chunk,
+    "integration:openai",
+    per_model=True,
 )
 EMBEDDINGS = Site(
     "embedding",
@@ -41,6 +55,7 @@ EMBEDDINGS = Site(
     record_response,
     record_chunk,
     "integration:openai",
+    per_model=True,
 )
 
 

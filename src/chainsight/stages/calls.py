@@ -19,10 +19,10 @@ from opentelemetry.context import Context
 from chainsight.config import state as _state
 from chainsight.stages import usage as _usage
 from chainsight.stages.lifecycle import begin, finish
-from chainsight.stages.spec import spec_for
+from chainsight.stages.spec import Spec, spec_for
 from chainsight.stages.stage import Stage
 
-__all__ = ["detach", "end_call", "first_chunk", "open_call"]
+__all__ = ["detach", "end_call", "first_chunk", "open_call", "open_spec"]
 
 
 def open_call(
@@ -36,19 +36,24 @@ def open_call(
     the stage ``rejected`` and raises :class:`~chainsight.BudgetExceeded` before the provider
     is called.
     """
-    cfg = _state.CONFIG or _state.current()
-    if not cfg.enabled:
-        return None
     try:
         spec = spec_for(kind, name, attributes)
     except Exception as exc:  # a value from the SDK call chainsight cannot use: run untraced
         _state.report_internal("integration_spec", exc)
         return None
+    return open_spec(spec)
+
+
+def open_spec(spec: Spec) -> tuple[Stage, Token[Context]] | None:
+    """:func:`open_call` for a spec the integration already has (cached per client and model)."""
+    cfg = _state.CONFIG or _state.current()
+    if not cfg.enabled:
+        return None
     begun = begin(spec, cfg)
     if begun is None:
         return None
     stage, ctx = begun
-    if kind == "model":
+    if spec.kind == "model":
         refused = _usage.check_budget(stage)
         if refused is not None:
             finish(stage, refused)
