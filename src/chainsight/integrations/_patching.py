@@ -10,15 +10,36 @@ inherited it), so the class is left exactly as it was found.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 from chainsight.integrations._streams import register, unregister
 
-__all__ = ["Integration", "Plan"]
+__all__ = ["Integration", "Plan", "after_fork_in_child"]
 
 _MISSING: Final = object()
+# One lock for turning any integration on or off (rare, at start-up). Made anew in a forked
+# child: a thread of the parent holding it at fork() would otherwise hold it for ever there.
+_LOCK = threading.Lock()
+_fork_hook_installed = False
+
+
+def after_fork_in_child() -> None:
+    """Renew the lock in a forked child (registered at the first ``instrument()``)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+def _install_fork_hook() -> None:
+    # At the first instrument(), never at import: nothing happens at import.
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork_in_child)
+        _fork_hook_installed = True
+
+
 Replacement = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -37,7 +58,6 @@ class Integration:
         self.name = name
         self.module = module
         self._plan = plan
-        self._lock = threading.Lock()
         self._saved: list[tuple[type, str, object]] = []
         self._stream_types: tuple[type, ...] = ()
         self.on = False
@@ -45,7 +65,8 @@ class Integration:
     def instrument(self) -> None:
         """Replace the library's methods (a no-op if already on). Raises ImportError if the
         library is not installed, leaving nothing half-done."""
-        with self._lock:
+        _install_fork_hook()
+        with _LOCK:
             if self.on:
                 return
             plan = self._plan()
@@ -66,7 +87,7 @@ class Integration:
 
     def uninstrument(self) -> None:
         """Put every original back (a no-op if off)."""
-        with self._lock:
+        with _LOCK:
             if not self.on:
                 return
             _restore(self._saved)
