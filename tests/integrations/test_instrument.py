@@ -100,3 +100,47 @@ def test_off_means_a_straight_call(chainsight_capture: Any) -> None:
     chainsight.configure(enabled=False)
     assert run_sync(_site(lambda stage, obj, result: None), lambda obj: 42, None, (), {}) == 42
     assert chainsight_capture.find(name="fake.call") == []
+
+
+def _child_turns_integrations_off_and_on(result: Any) -> None:
+    chainsight.uninstrument("openai")
+    chainsight.instrument("openai")
+    chainsight.uninstrument("openai")
+    result.put("done")
+
+
+def test_the_integrations_lock_held_at_fork_is_fresh_in_the_child() -> None:
+    import multiprocessing
+    import threading
+
+    from chainsight.integrations import _patching
+
+    chainsight.instrument("openai")  # installs the fork hook
+    try:
+        ctx = multiprocessing.get_context("fork")
+        result = ctx.Queue()
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with _patching._LOCK:
+                holding.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert holding.wait(10)
+        try:
+            child = ctx.Process(target=_child_turns_integrations_off_and_on, args=(result,))
+            child.start()
+            child.join(30)  # far past what the child needs; an inherited held lock hangs it
+        finally:
+            release.set()
+            holder.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+            pytest.fail("the child hung on the integrations' lock held at fork time")
+        assert child.exitcode == 0
+        assert result.get(timeout=5) == "done"
+    finally:
+        chainsight.uninstrument()
