@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import chainsight
 from benchmarks._harness import BenchmarkError, Case
+from benchmarks._integrations import OpenAICases
 from chainsight import _names as n
 from chainsight.config import state as _config
 
@@ -148,6 +149,7 @@ class MicroSuite:
         self.sampled_out = Pipeline(ParentBased(TraceIdRatioBased(0.0)))
         self.registry = CollectorRegistry()
         self.loop = asyncio.new_event_loop()
+        self.openai = OpenAICases()
         self._active: str | None = None
         self._profiles: dict[str, dict[str, Any]] = {
             # configure() keeps settings it is not given: each profile names otlp_metrics.
@@ -220,6 +222,7 @@ class MicroSuite:
         self.sampled.close()
         self.sampled_out.close()
         self.loop.close()
+        self.openai.close()
 
     # --- the operations ----------------------------------------------------------------
     def run_bare(self, loops: int) -> None:
@@ -394,6 +397,17 @@ class MicroSuite:
              self.run_model_usage, on, 1, 1),
             ("cs_otlp_metrics", "@traced_stage function, OTLP metrics on",
              self.run_sync, otlp, 1, 1),
+            # The integrations: a real openai client over an in-process transport.
+            ("openai_call", "openai chat.completions.create, no chainsight (MockTransport)",
+             self.openai.run_bare, self.openai.setup(on, False), 0, 0),
+            ("cs_openai_by_hand", "openai call in stage('model') + record_response",
+             self.openai.run_by_hand, self.openai.setup(on, False), 1, 1),
+            ("cs_openai_integration", "openai call, chainsight.instrument('openai')",
+             self.openai.run_integration, self.openai.setup(on, True), 1, 1),
+            ("cs_openai_stub_by_hand", "stage('model') + record_response of a parsed response",
+             self.openai.run_stub_by_hand, on, 1, 1),
+            ("cs_openai_stub_integration", "the integration's wrapper, same parsed response",
+             self.openai.run_stub_integration, on, 1, 1),
         ]  # fmt: skip
         cases: list[Case] = []
         for name, description, run, setup, spans, obs in table:

@@ -41,6 +41,11 @@ MICRO_CASES = {
     "cs_sampled_out",
     "cs_model_usage",
     "cs_otlp_metrics",
+    "openai_call",
+    "cs_openai_by_hand",
+    "cs_openai_integration",
+    "cs_openai_stub_by_hand",
+    "cs_openai_stub_integration",
 }
 
 

@@ -36,3 +36,19 @@ def test_tool_loop_adds_up_two_calls_and_prices_the_one_hour_cache() -> None:
     assert "gen_ai.usage.output_tokens = 300" in result.stdout
     assert "chainsight.usage.cache_creation_1h.input_tokens = 2000" in result.stdout
     assert "chainsight.cost.usd = 0.02040" in result.stdout
+
+
+def test_the_integrations_example_records_every_sdk_call_as_a_stage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "examples" / "rag_integrations.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answer: Refunds take 5 business days." in result.stdout
+    for stage in ("openai.embeddings", "qdrant.query_points", "openai.chat", "answer_ticket"):
+        assert f"  {stage}" in result.stdout
+    assert "chainsight.time_to_first_chunk_seconds" in result.stdout
+    assert 'chainsight_tokens_total{feature="support"' in result.stdout

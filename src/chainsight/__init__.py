@@ -13,6 +13,7 @@ from chainsight.errors import (
     ChainsightError,
     ConfigurationError,
 )
+from chainsight.integrations import instrument, uninstrument
 from chainsight.stages.kinds import register_stage_kind
 from chainsight.stages.stage import Stage
 from chainsight.stages.wrappers import current_stage, request, stage, traced_stage
@@ -27,6 +28,7 @@ __all__ = [
     "Stage",
     "configure",
     "current_stage",
+    "instrument",
     "metrics_app",
     "register_stage_kind",
     "request",
@@ -34,6 +36,7 @@ __all__ = [
     "shutdown",
     "stage",
     "traced_stage",
+    "uninstrument",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import chainsight
+from tests.integration._providers import FakeProvider
 from tests.integration._servers import (
     OTLPGrpcReceiver,
     OTLPReceiver,
@@ -89,3 +91,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    """A started local OpenAI/Anthropic provider (``_providers.py``); stopped at teardown."""
+    server = FakeProvider().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def instrumented() -> Iterator[None]:
+    """Every integration on for the test, and off (the originals back) afterwards."""
+    chainsight.instrument("openai", "anthropic", "qdrant", "chromadb")
+    try:
+        yield
+    finally:
+        chainsight.uninstrument()

@@ -1,6 +1,6 @@
 """record_response with the real openai and anthropic clients, over HTTP, in a tool loop.
 
-The clients call a local provider on 127.0.0.1 (``_providers.py``) that answers in each API's
+The clients call a local provider on 127.0.0.1 (``_scripted_provider.py``) that answers in each API's
 wire format: a whole JSON response for the first call of the loop, a server-sent-event stream
 for the second. What the clients hand the application (``ChatCompletion``,
 ``ChatCompletionChunk``, ``Message``, the ``MessageStream`` helper's events and its final
@@ -21,7 +21,7 @@ import pytest
 
 import chainsight
 from chainsight.testing import Capture
-from tests.integration._providers import Answer, ProviderServer
+from tests.integration._scripted_provider import Answer, ProviderServer
 
 pytestmark = pytest.mark.integration
 
