@@ -13,6 +13,7 @@ from chainsight.errors import (
     ChainsightError,
     ConfigurationError,
 )
+from chainsight.stages.faults import Classification, StageFacts, classify
 from chainsight.stages.kinds import register_stage_kind
 from chainsight.stages.stage import Stage
 from chainsight.stages.wrappers import current_stage, request, stage, traced_stage
@@ -22,9 +23,12 @@ __all__ = [
     "BudgetExceeded",
     "BudgetStoreUnavailable",
     "ChainsightError",
+    "Classification",
     "ConfigurationError",
     "RedisBudgetStore",
     "Stage",
+    "StageFacts",
+    "classify",
     "configure",
     "current_stage",
     "metrics_app",
