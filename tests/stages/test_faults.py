@@ -539,6 +539,25 @@ def test_a_rule_with_defaults_or_varargs_is_accepted(chainsight_capture: Capture
     chainsight.configure(classifiers=[rule, lambda exc, stage, extra=None: None])
 
 
+def test_an_exception_whose_attributes_raise_is_classified_by_the_rest_of_its_chain() -> None:
+    import httpx
+
+    class Hostile(Exception):
+        @property
+        def status_code(self) -> int:
+            raise RuntimeError("boom")
+
+        @property
+        def response(self) -> object:
+            raise RuntimeError("boom")
+
+    hostile = Hostile("x")
+    hostile.__cause__ = httpx.ConnectError("refused")
+    assert classify(hostile, "model") == ("provider", "connection")
+    odd = type("Odd", (Exception,), {"__module__": 5})
+    assert classify(odd("x"), "model").fault == "app"
+
+
 # --- the rest ---------------------------------------------------------------------------------
 def test_origin_is_kept_by_the_stages_not_on_the_exception(chainsight_capture: Capture) -> None:
     exc = TimeoutError("slow")  # a built-in: takes no weak reference and no new attribute

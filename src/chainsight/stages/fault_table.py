@@ -490,7 +490,8 @@ def lookup(exc: BaseException, kind: str, depth: int = 0) -> tuple[Hit | None, s
     from (``None`` for transports). An ``output`` row counts only in an output stage kind."""
     owner: str | None = None
     for cls in type(exc).__mro__:
-        root = module_root(cls.__module__)
+        module = cls.__module__
+        root = module_root(module) if isinstance(module, str) else ""
         if owner is None:
             owner = OWNERS.get(root)
         entry = TABLE.get((root, cls.__name__))

@@ -170,7 +170,10 @@ def classify_chain(
             found = hook(link, facts)
             if found is not None:
                 return found
-        hit, owner = _table.lookup(link, kind)
+        try:
+            hit, owner = _table.lookup(link, kind)
+        except Exception:  # an exception whose attributes raise when read: it says nothing
+            hit, owner = None, None
         if hit is not None:
             if hit.owner is None and enclosing is not None:
                 hit = hit._replace(owner=enclosing)
