@@ -19,7 +19,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -38,6 +38,25 @@ pytestmark = [
 ]
 
 TIMEOUT = 0.5  # each client's own timeout against the stalling server, in seconds
+
+T = TypeVar("T")
+_OPEN: list[Any] = []
+
+
+def opened(client: T) -> T:
+    """Close ``client`` when the test ends (its pooled sockets would leak otherwise)."""
+    _OPEN.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        while _OPEN:
+            with contextlib.suppress(Exception):
+                _OPEN.pop().close()
 
 
 @pytest.fixture
@@ -84,7 +103,7 @@ def failed(
 def test_qdrant_rest_down_is_the_vector_stores(chainsight_capture: Capture, closed: str) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(url=f"http://127.0.0.1:{closed}", timeout=2)
+    client = opened(QdrantClient(url=f"http://127.0.0.1:{closed}", timeout=2))
     found = failed(chainsight_capture, "retrieval", client.get_collections, system="qdrant")
     assert found == ("vector_store", "connection")
 
@@ -92,14 +111,14 @@ def test_qdrant_rest_down_is_the_vector_stores(chainsight_capture: Capture, clos
 def test_qdrant_rest_stalled_and_503(chainsight_capture: Capture, api: APIServer) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(url=api.url, timeout=TIMEOUT)
+    client = opened(QdrantClient(url=api.url, timeout=TIMEOUT))
     api.stall()
     assert failed(chainsight_capture, "retrieval", client.get_collections) == (
         "vector_store",
         "timeout",
     )
     api.set(503, {"status": {"error": "service unavailable"}})
-    client = QdrantClient(url=api.url, timeout=2)
+    client = opened(QdrantClient(url=api.url, timeout=2))
     assert failed(chainsight_capture, "retrieval", client.get_collections) == (
         "vector_store",
         "server_error",
@@ -111,15 +130,19 @@ def test_qdrant_grpc_down_and_silent(
 ) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(
-        host="127.0.0.1", port=free_port(), grpc_port=int(closed), prefer_grpc=True, timeout=2
+    client = opened(
+        QdrantClient(
+            host="127.0.0.1", port=free_port(), grpc_port=int(closed), prefer_grpc=True, timeout=2
+        )
     )
     assert failed(chainsight_capture, "retrieval", client.get_collections) == (
         "vector_store",
         "connection",
     )
-    client = QdrantClient(
-        host="127.0.0.1", port=free_port(), grpc_port=silent_tcp, prefer_grpc=True, timeout=1
+    client = opened(
+        QdrantClient(
+            host="127.0.0.1", port=free_port(), grpc_port=silent_tcp, prefer_grpc=True, timeout=1
+        )
     )
     assert failed(chainsight_capture, "retrieval", client.get_collections) == (
         "vector_store",
@@ -143,11 +166,11 @@ def test_chroma_redis_postgres_search_engines_down(
     url = f"http://127.0.0.1:{port}"
     calls: dict[str, Callable[[], object]] = {
         "chromadb": lambda: chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat(),
-        "redis": redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).ping,
+        "redis": opened(redis.Redis(port=port, retry=Retry(NoBackoff(), 0))).ping,
         "psycopg": lambda: psycopg.connect(f"host=127.0.0.1 port={port} user=x connect_timeout=2"),
         "asyncpg": lambda: asyncio.run(asyncpg.connect(host="127.0.0.1", port=port, user="x")),
-        "elasticsearch": elasticsearch.Elasticsearch(url, max_retries=0).info,
-        "opensearch": opensearchpy.OpenSearch([url], max_retries=0).info,
+        "elasticsearch": opened(elasticsearch.Elasticsearch(url, max_retries=0)).info,
+        "opensearch": opened(opensearchpy.OpenSearch([url], max_retries=0)).info,
     }
     for system, call in calls.items():
         assert failed(chainsight_capture, "retrieval", call, system=system) == (
@@ -155,7 +178,7 @@ def test_chroma_redis_postgres_search_engines_down(
             "connection",
         ), system
     # The same Redis down under a cache stage is the app's own infrastructure, not a vector store.
-    cache = redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).ping
+    cache = opened(redis.Redis(port=port, retry=Retry(NoBackoff(), 0))).ping
     assert failed(chainsight_capture, "cache", cache) == ("app", "connection")
 
 
@@ -163,7 +186,9 @@ def test_chroma_redis_postgres_search_engines_down(
 def _openai(url: str, timeout: float = 5.0) -> Any:
     import openai
 
-    return openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0, timeout=timeout)
+    return opened(
+        openai.OpenAI(api_key="sk-test", base_url=f"{url}/v1", max_retries=0, timeout=timeout)
+    )
 
 
 def _chat(client: Any) -> Callable[[], object]:
@@ -319,13 +344,15 @@ def test_bedrock_through_botocore(chainsight_capture: Capture, api: APIServer) -
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
-        "bedrock-runtime",
-        endpoint_url=api.url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="secret",
-        config=Config(retries={"total_max_attempts": 1}),
+    client = opened(
+        boto3.client(
+            "bedrock-runtime",
+            endpoint_url=api.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key="secret",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
     )
 
     def converse() -> None:
