@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -396,6 +397,28 @@ def test_depth_is_bounded() -> None:
     assert len(exception_chain(chain(100))) == CHAIN_LIMIT
     assert classify(chain(CHAIN_LIMIT), "model") == ("provider", "connection")
     assert classify(chain(CHAIN_LIMIT + 1), "model") == ("app", "RuntimeError")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
+def test_a_task_group_names_its_first_recognised_member() -> None:
+    import asyncio
+
+    import httpx
+
+    async def fetch(fail: BaseException | None) -> None:
+        await asyncio.sleep(0)
+        if fail is not None:
+            raise fail
+
+    async def gather() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            group.create_task(fetch(KeyError("k")))
+            group.create_task(fetch(httpx.ReadTimeout("read timed out")))
+
+    with pytest.raises(BaseException) as raised:  # noqa: PT011 -- an ExceptionGroup
+        asyncio.run(gather())
+    assert type(raised.value).__name__ == "ExceptionGroup"
+    assert classify(raised.value, "retrieval") == ("vector_store", "timeout")
 
 
 def test_cause_is_followed_before_context() -> None:

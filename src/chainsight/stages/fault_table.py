@@ -29,6 +29,8 @@ OUTPUT: Final = "output"  # the model's output did not parse, where reading it i
 OUTPUT_KINDS: Final = frozenset({"model", "validation"})
 # How deep a handler may look into an exception it wraps (``source``, ``reason``, retries).
 _INNER_DEPTH: Final = 3
+# How many members of an exception group are looked at.
+_GROUP_MEMBERS: Final = 8
 
 
 class Hit(NamedTuple):
@@ -249,6 +251,19 @@ def _tenacity_retry(exc: BaseException, kind: str, depth: int) -> Hit | None:
     return None
 
 
+def _group(exc: BaseException, kind: str, depth: int) -> Hit | None:
+    # asyncio.TaskGroup and trio raise a group of what failed: the first member recognised.
+    members = getattr(exc, "exceptions", None)
+    if not isinstance(members, tuple) or depth >= _INNER_DEPTH:
+        return None
+    for member in members[:_GROUP_MEMBERS]:
+        if isinstance(member, BaseException):
+            found = lookup(member, kind, depth + 1)[0]
+            if found is not None:
+                return found
+    return None
+
+
 Entry = Verdict | Handler
 _HTTPX: Final[Mapping[str, Entry]] = {
     "TimeoutException": TIMEOUT,
@@ -304,6 +319,7 @@ _LITELLM_EXTRA: Final[Mapping[str, Entry]] = {
 _BUILTINS: Final[Mapping[str, Entry]] = {
     "TimeoutError": TIMEOUT,  # also socket.timeout, and asyncio's since Python 3.11
     "ConnectionError": CONNECTION,  # refused, reset, aborted, broken pipe
+    "BaseExceptionGroup": _group,  # Python 3.11+
 }
 
 
@@ -321,6 +337,7 @@ TABLE: Final[dict[tuple[str, str], Entry]] = {
     **_rows("pydantic", {"ValidationError": INVALID}),
     **_rows("langchain_core", {"OutputParserException": MALFORMED}),
     **_rows("tenacity", {"RetryError": _tenacity_retry}),
+    **_rows("exceptiongroup", {"BaseExceptionGroup": _group}),  # the backport, Python 3.10
     # transports
     **_rows("httpx", _HTTPX),
     **_rows("httpx2", _HTTPX),
