@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import os
+import pickle
 import sys
 from collections.abc import Callable
 
@@ -444,6 +445,9 @@ def test_stage_facts_are_the_kind_as_a_string() -> None:
     )
     with pytest.raises(AttributeError):
         facts.system = "x"  # type: ignore[misc]
+    copied = pickle.loads(pickle.dumps(facts))  # noqa: S301 -- our own bytes
+    assert (copied, copied.system, copied.component) == ("rerank", "tei", "app")
+    assert "system='tei'" in repr(facts)
     with pytest.raises(chainsight.ConfigurationError, match="unknown stage kind 'rerunk'"):
         StageFacts("rerunk")
     with pytest.raises(chainsight.ConfigurationError, match="component='cloud'"):
