@@ -333,9 +333,13 @@ def test_litellm_context_window(chainsight_capture: Capture, api: APIServer) -> 
     api.set(400, {"error": {"message": "maximum context length exceeded", "type": "invalid_request_error",
                             "code": "context_length_exceeded"}})  # fmt: skip
 
+    # Our own OpenAI client, closed at the end, rather than one litellm caches for the process.
+    client = _openai(api.url)
+
     def completion() -> None:
         litellm.completion(model="openai/gpt-4o", api_base=f"{api.url}/v1", api_key="x",
-                           messages=[{"role": "user", "content": "x"}], num_retries=0)  # fmt: skip
+                           messages=[{"role": "user", "content": "x"}], num_retries=0,
+                           client=client)  # fmt: skip
 
     assert failed(chainsight_capture, "model", completion) == ("app", "context_length")
 
