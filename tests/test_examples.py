@@ -52,3 +52,23 @@ def test_the_integrations_example_records_every_sdk_call_as_a_stage() -> None:
         assert f"  {stage}" in result.stdout
     assert "chainsight.time_to_first_chunk_seconds" in result.stdout
     assert 'chainsight_tokens_total{feature="support"' in result.stdout
+
+
+def test_classification_example_shows_the_rule_at_work() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "classification.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        "without the rule" in ln and "via_gateway" in ln and "fault=app" in ln for ln in lines
+    )
+    for name in ("wrapped", "via_gateway"):
+        assert any(
+            "with the rule " in ln and name in ln and "fault=provider error.type=connection" in ln
+            for ln in lines
+        ), result.stdout

@@ -14,6 +14,7 @@ from chainsight.errors import (
     ConfigurationError,
 )
 from chainsight.integrations import instrument, uninstrument
+from chainsight.stages.faults import Classification, StageFacts, classify
 from chainsight.stages.kinds import register_stage_kind
 from chainsight.stages.stage import Stage
 from chainsight.stages.wrappers import current_stage, request, stage, traced_stage
@@ -23,9 +24,12 @@ __all__ = [
     "BudgetExceeded",
     "BudgetStoreUnavailable",
     "ChainsightError",
+    "Classification",
     "ConfigurationError",
     "RedisBudgetStore",
     "Stage",
+    "StageFacts",
+    "classify",
     "configure",
     "current_stage",
     "instrument",

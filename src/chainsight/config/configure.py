@@ -76,7 +76,10 @@ def configure(
         metrics_port: serve ``/metrics`` on this port (0 picks a free one).
         metrics_addr: the address ``/metrics`` listens on (default ``127.0.0.1``).
         label_limits: distinct values per metric label, e.g. ``{"tenant": 500, "*": 200}``.
-        classifiers: callables ``(exception, stage_kind) -> (fault, error_type) | None``.
+        classifiers: callables ``(exception, stage) -> (fault, error_type) | None``, tried on
+            each link of the exception chain before the built-in table; ``stage`` is a
+            :class:`chainsight.StageFacts` (a ``str`` equal to the kind, so rules written as
+            ``(exception, stage_kind)`` keep working). See ``docs/faults.md``.
         tracer_provider: an SDK ``TracerProvider`` to use instead of chainsight's own.
         prices: a TOML path or a mapping of price rows that win over the bundled table.
         budgets: a list of :class:`chainsight.Budget`.

@@ -9,6 +9,7 @@ into a :class:`~chainsight.config.snapshot.Config`, with side effects kept to it
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -261,7 +262,7 @@ def conventions(value: object) -> bool:
 
 
 def classifiers(value: object) -> tuple[Classifier, ...]:
-    """``classifiers``: callables tried before the built-in classification table."""
+    """``classifiers``: callables ``(exception, stage)`` tried before the built-in table."""
     if value is None:
         return ()
     if not isinstance(value, Iterable):
@@ -272,10 +273,27 @@ def classifiers(value: object) -> tuple[Classifier, ...]:
     for rule in rules:
         if not callable(rule):
             raise ConfigurationError(
-                f"classifiers must be callables (exception, stage_kind) -> (fault, error_type) "
-                f"or None; got {rule!r}"
+                f"classifiers must be callables (exception, stage) -> (fault, error_type) or "
+                f"None, where stage is a chainsight.StageFacts; got {rule!r}"
             )
+        _check_rule_signature(rule)
     return rules
+
+
+def _check_rule_signature(rule: Callable[..., object]) -> None:
+    """A rule that cannot take ``(exception, stage)`` would fail on every error: refuse it now."""
+    try:
+        signature = inspect.signature(rule)
+    except (TypeError, ValueError):  # no signature to read (some builtins): trust it
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise ConfigurationError(
+            f"classifier {rule!r} takes {signature}, but rules are called as rule(exception, "
+            f"stage) with stage a chainsight.StageFacts (the stage kind as a str, with .system, "
+            f".provider, .component and .name); give it two positional parameters"
+        ) from None
 
 
 def metrics_port(value: object) -> int | None:

@@ -31,7 +31,9 @@ _KINDS: dict[str, KindInfo] = {
     "embedding": KindInfo(
         "embedding", n.FAULT_PROVIDER, SpanKind.CLIENT, "embeddings", "EMBEDDING"
     ),
-    "rerank": KindInfo("rerank", n.FAULT_APP, SpanKind.INTERNAL, "rerank", "RERANKER"),
+    # A reranker that fails remotely (timeout, 5xx, refused) is a model server, hosted or
+    # self-hosted; a local cross-encoder raises no such error, so its bugs stay the app's.
+    "rerank": KindInfo("rerank", n.FAULT_PROVIDER, SpanKind.INTERNAL, "rerank", "RERANKER"),
     "prompt": KindInfo("prompt", n.FAULT_APP, SpanKind.INTERNAL, None, "PROMPT"),
     "model": KindInfo("model", n.FAULT_PROVIDER, SpanKind.CLIENT, "chat", "LLM"),
     "tool": KindInfo("tool", n.FAULT_APP, SpanKind.INTERNAL, "execute_tool", "TOOL"),

@@ -18,6 +18,7 @@ from chainsight._text import shown, valid_text
 from chainsight.errors import ConfigurationError
 from chainsight.export.metric_families import NO_VALUE, StageLabels
 from chainsight.stages.attrs import coerce, is_secret_name, safe_attribute, safe_text
+from chainsight.stages.faults import StageFacts
 from chainsight.stages.kinds import GENAI_KINDS, kind_info
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Spec:
     __slots__ = (
         "component",
         "exemplar_at",
+        "facts",
         "given_name",
         "given_span_name",
         "given_validator",
@@ -168,9 +170,14 @@ class Spec:
         self.system = system if system is not None else provider
         self.model = model
         self.operation = operation or info.operation
-        reranker = kind == "rerank" and provider is not None
+        # What a classification rule is told; its remote is component= or the kind's (system=
+        # and provider= name the dependency, they never move the fault domain).
+        self.facts = StageFacts(
+            kind, name=name, system=self.system, provider=provider, component=component
+        )
         self.component = component
-        self.remote = component or (n.FAULT_PROVIDER if reranker else info.remote)
+        self.remote = self.facts.remote
+        reranker = kind == "rerank" and provider is not None
         self.span_kind = SpanKind.CLIENT if reranker else info.span_kind
         extra = extra or {}
         attrs = self._own_attributes()

@@ -22,7 +22,13 @@ from opentelemetry.util.types import AttributeValue
 from chainsight import _names as n
 from chainsight.config import state as _state
 from chainsight.stages.attrs import clean_attributes, coerce, safe_attribute, safe_text
-from chainsight.stages.faults import Classification, Origin, classify, is_cancellation
+from chainsight.stages.faults import (
+    Classification,
+    Origin,
+    StageFacts,
+    classify_chain,
+    is_cancellation,
+)
 from chainsight.stages.response_calls import ResponseCalls
 
 if TYPE_CHECKING:
@@ -104,21 +110,29 @@ class Recorder(NamedTuple):
 
 
 def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classification:
-    """The user's classifier rules first, then the built-in table."""
+    """Walk the exception chain: on each link the user's rules first, then the built-in table."""
+    if not cfg.classifiers:
+        return classify_chain(exc, spec.facts)
+    return classify_chain(exc, spec.facts, lambda link, facts: _by_rules(cfg, link, facts))
+
+
+def _by_rules(cfg: Config, exc: BaseException, facts: StageFacts) -> Classification | None:
+    """The first answer of the configured rules for one link of the chain, or None."""
     for rule in cfg.classifiers:
         try:
-            found = rule(exc, spec.kind)
+            found = rule(exc, facts)
         except Exception as err:  # a user rule's bug: fall back to the built-in table
             _state.report_internal("classifier", err)
             continue
-        if found is not None:
-            if isinstance(found, tuple) and len(found) == 2:
-                fault, error_type = found
-                if fault in n.FAULTS and isinstance(error_type, str) and error_type:
-                    # The rule's text becomes a span attribute, a log field and a label value.
-                    return Classification(fault, safe_text(cfg.redactor, error_type, _ERROR_TYPE))
-            cfg.metrics.invalid("classifier")
-    return classify(exc, spec.kind, spec.remote)
+        if found is None:
+            continue
+        if isinstance(found, tuple) and len(found) == 2:
+            fault, error_type = found
+            if fault in n.FAULTS and isinstance(error_type, str) and error_type:
+                # The rule's text becomes a span attribute, a log field and a label value.
+                return Classification(fault, safe_text(cfg.redactor, error_type, _ERROR_TYPE))
+        cfg.metrics.invalid("classifier")
+    return None
 
 
 # The longest error type (a user rule's text) recorded, in UTF-8 bytes.
