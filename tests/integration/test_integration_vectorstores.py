@@ -170,12 +170,6 @@ def test_an_unreachable_qdrant_ends_the_stage_with_the_clients_own_error(
 
 
 @UNREACHABLE
-@pytest.mark.xfail(
-    reason="stages/faults.py does not yet read qdrant-client's ResponseHandlingException "
-    "cause or a grpc.RpcError status code (UNAVAILABLE, DEADLINE_EXCEEDED); that "
-    "classification is being reworked separately",
-    strict=False,
-)
 def test_an_unreachable_qdrant_is_a_vector_store_fault(
     chainsight_capture: Capture,
     instrumented: None,
