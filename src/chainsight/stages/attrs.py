@@ -4,12 +4,13 @@ free text redacted before it is recorded."""
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from opentelemetry.util.types import AttributeValue
+
+from chainsight.stages.redact import number_text
 
 __all__ = [
     "DROPPED",
@@ -27,8 +28,6 @@ TextRedactor = Callable[[str, int], "str | None"]
 DROPPED: Final = "[content dropped: redaction failed]"
 """Recorded in place of free text whose redaction failed (the failure is counted)."""
 
-# Numbers this large may be a card or phone number given as a number; smaller ones cannot be.
-_SECRET_NUMBER: Final = 10**12
 
 MAX_ATTRIBUTE_LENGTH: Final = 4096
 MAX_SEQUENCE_LENGTH: Final = 128
@@ -112,11 +111,9 @@ def safe_attribute(redactor: TextRedactor, value: AttributeValue) -> AttributeVa
     if kind is str:
         return safe_text(redactor, value)  # type: ignore[arg-type]
     if kind is int or kind is float:
-        number: float = value  # type: ignore[assignment]
-        if not abs(number) >= _SECRET_NUMBER or math.isinf(number):  # NaN is not >=
+        digits = number_text(value)  # type: ignore[arg-type]
+        if digits is None:
             return value
-        # 4111111111111111.0 is a card number too.
-        digits = str(int(number)) if kind is float and number.is_integer() else str(value)
         redacted = safe_text(redactor, digits)
         return value if redacted == digits else redacted
     if kind is tuple:

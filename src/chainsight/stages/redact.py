@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 
@@ -49,7 +50,7 @@ _MAX_DEPTH = 64
 _PRECUT_FACTOR = 4
 _PRECUT_SLACK = 4096
 # Integers shorter than this cannot be any detected value (the shortest, a card, has 13 digits).
-_MIN_INT_DIGITS = 13
+_LONG_NUMBER = 10 ** (13 - 1)  # the shortest detected value, a card, has 13 digits
 
 
 def _byte_len(text: str) -> int:
@@ -317,6 +318,20 @@ def _marker(total: int | None) -> str:
     return _TRUNCATION_MARK_UNKNOWN if total is None else _TRUNCATION_MARK.format(total)
 
 
+def number_text(value: int | float) -> str | None:
+    """A number long enough to be a detected value, as the text the detectors read; else None.
+
+    A card or phone number can arrive as a number, an int or even a float
+    (``4111111111111111.0``): any with 13 digits or more before the point is looked at as its
+    digits. Shorter numbers, infinities and NaN cannot be one.
+    """
+    if not abs(value) >= _LONG_NUMBER or math.isinf(value):  # NaN is not >=
+        return None
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
 def redact_value(value: object, redactor: Redactor) -> str | None:
     """Return ``value`` as redacted, truncated text for a span attribute, or ``None``.
 
@@ -403,14 +418,11 @@ class _Walk:
         return out
 
     def number(self, value: float) -> object:
-        # A card number or a phone number can arrive as a number, an int or even a float
-        # (4111111111111111.0): any long one is looked at as its digits.
-        digits = repr(value) if isinstance(value, float) else str(value)
-        if sum(ch.isdigit() for ch in digits[:32]) < _MIN_INT_DIGITS:
+        digits = number_text(value)
+        if digits is None:
             return value
-        plain = digits[:-2] if digits.endswith(".0") else digits
-        redacted = self.redactor._redact_short(plain)
-        return value if redacted == plain else redacted
+        redacted = self.redactor._redact_short(digits)
+        return value if redacted == digits else redacted
 
     def key(self, key: object) -> object:
         if key is None or isinstance(key, (bool, int, float, str)):
