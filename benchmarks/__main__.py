@@ -25,7 +25,7 @@ from typing import Any, Final
 os.environ.setdefault("CHAINSIGHT_RAISE_INTERNAL_ERRORS", "1")
 
 import chainsight
-from benchmarks import _report, _scenarios
+from benchmarks import _export_cpu, _report, _scenarios
 from benchmarks._harness import BenchmarkError, run_interleaved, run_once
 from benchmarks._micro import REFERENCE, MicroSuite
 
@@ -164,12 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_timeout_s=0.5 if smoke else 2.0,
             cycles=1 if smoke else 3,
         )
+        _progress("export CPU per span")
+        export_cpu = _export_cpu.export_cpu(
+            rounds=1 if smoke else 7, spans=512 if smoke else 2048, smoke=smoke
+        )
     except BenchmarkError as exc:
         print(f"benchmark check failed: {exc}", file=sys.stderr)
         return 1
     finally:
         chainsight_log.setLevel(level)
     verdicts = _report.judge(micro, outage, concurrent, imports)
+    verdicts.append(_export_cpu.verdict(export_cpu))
     print(
         _report.format_report(
             smoke=smoke,
@@ -181,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdicts=verdicts,
         )
     )
+    print("\n" + "\n".join(_export_cpu.format_lines(export_cpu)))
     payload: dict[str, Any] = {
         "mode": "smoke" if smoke else "full",
         "created": _report.timestamp(),
@@ -191,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": concurrent,
         "import_cost": imports,
         "exporter_outage": outage,
+        "export_cpu": export_cpu,
         "targets": verdicts if not smoke else [],
     }
     _report.write_results(output, payload)

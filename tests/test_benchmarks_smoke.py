@@ -90,6 +90,15 @@ def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
     assert set(imports) >= {"bare", "dependencies", "chainsight"}
     assert imports["chainsight"]["rss_mib"] > 0
 
+    # Export CPU per span: both encoders, every batch size, every span decoded by the receiver.
+    export = results["export_cpu"]
+    assert export["spans_received"] == export["spans_sent"] > 0
+    for size in (64, 256, 512):
+        row = export[f"batch_{size}"]
+        assert row["median_sdk_us"] > 0, size
+        assert row["median_chainsight_us"] > 0, size
+        assert math.isfinite(row["median_ratio"]), size
+
     phases = results["exporter_outage"]["phases"]
     assert set(phases) == {"off", "dropping", "healthy", "down", "dropping_2", "slow", "healthy_2"}
     assert results["exporter_outage"]["p99_healthy_ms"] > 0

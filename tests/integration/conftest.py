@@ -33,6 +33,17 @@ def otlp_receiver() -> Iterator[OTLPReceiver]:
         receiver.stop()
 
 
+@pytest.fixture(params=["chainsight", "sdk"])
+def span_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once with chainsight's OTLP span encoder and once with the SDK's.
+
+    Request it before the test configures chainsight (CHAINSIGHT_OTLP_ENCODER is read then).
+    """
+    encoder = str(request.param)
+    monkeypatch.setenv("CHAINSIGHT_OTLP_ENCODER", encoder)
+    return encoder
+
+
 @pytest.fixture
 def otlp_grpc_receiver() -> Iterator[OTLPGrpcReceiver]:
     """A started OTLP/gRPC receiver; ``.endpoint`` is ``http://127.0.0.1:PORT`` (insecure)."""

@@ -38,7 +38,7 @@ def _child_work(done: multiprocessing.synchronize.Event) -> None:  # type: ignor
 
 
 def test_child_exports_its_spans_through_a_fresh_batch_thread(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
     chainsight.configure(service="forking")

@@ -245,7 +245,7 @@ def test_forked_children_of_a_busy_parent_write_or_count_every_span_jsonl(
 
 
 def test_forked_children_of_a_busy_parent_send_or_count_every_span_otlp(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = CollectorRegistry()
     monkeypatch.setenv(n.ENV_OTEL_TRACES_ENDPOINT, otlp_receiver.traces_url)

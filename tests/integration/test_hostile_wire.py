@@ -38,7 +38,7 @@ def _count_spans(send: object, text: str) -> int:
 
 
 def test_no_fragment_of_a_planted_secret_reaches_the_otlp_wire(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = [
         text
@@ -60,7 +60,7 @@ def test_no_fragment_of_a_planted_secret_reaches_the_otlp_wire(
 
 
 def test_a_surrogate_in_a_name_does_not_cost_the_batch(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One bad name used to make the exporter drop its whole batch (64 spans lost for one name).
     bad = json.loads('"acme\\udced"')

@@ -102,7 +102,7 @@ def timed_shutdown(timeout: float) -> tuple[bool, float]:
 
 @pytest.mark.slow
 def test_shutdown_with_dead_backend_returns_in_time_and_counts_each_span_once(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = CollectorRegistry()
     otlp_receiver.stop()  # connections to the port are refused from now on
@@ -133,7 +133,7 @@ def test_shutdown_with_dead_backend_returns_in_time_and_counts_each_span_once(
 
 @pytest.mark.slow
 def test_shutdown_with_slow_receiver_returns_in_time_and_counts_exactly(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = CollectorRegistry()
     otlp_receiver.set_mode("slow", delay=3.0)  # slower than shutdown allows, faster than 5 s
@@ -161,7 +161,7 @@ def test_shutdown_with_slow_receiver_returns_in_time_and_counts_exactly(
 
 
 def test_shutdown_with_healthy_receiver_sends_everything(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = CollectorRegistry()
     monkeypatch.setenv(n.ENV_OTEL_TRACES_ENDPOINT, otlp_receiver.traces_url)

@@ -40,7 +40,7 @@ async def answer(fail: bool) -> None:
 
 
 def test_spans_arrive_with_names_attributes_links_and_status(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
     chainsight.configure(service="support-bot", environment="test", release={"prompt": "a@7"})
@@ -108,7 +108,7 @@ def test_grpc_by_choice(
 
 @pytest.mark.slow
 def test_receiver_down_requests_succeed_and_failures_are_counted(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prometheus_client import CollectorRegistry
 

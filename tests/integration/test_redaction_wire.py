@@ -51,6 +51,7 @@ def _run_corpus() -> None:
 @pytest.mark.parametrize("mode", ["SPAN_AND_EVENT"])
 def test_planted_values_never_leave_the_process(
     otlp_receiver: OTLPReceiver,
+    span_encoder: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
