@@ -52,10 +52,11 @@ __all__ = [
 ]
 
 QUEUE_SIZE: Final = 4096
-# Smaller than the SDK's 512: encoding a span to OTLP costs ~30 us of pure Python on the export
-# thread, holding the GIL, and request threads wait for it. A 512-span batch is one ~17 ms hold;
-# 64-span holds cut a 5 ms request's p99 under a healthy collector from ~15 ms to ~11 ms
-# (benchmarks, "exporter outage"), for a few more HTTP requests to the collector.
+# Smaller than the SDK's 512: encoding holds the GIL on the export thread, and request threads
+# wait for it. With the SDK's encoder (~35 us a span) a 512-span batch is one ~17 ms hold, and
+# 64-span holds cut a 5 ms request's p99 under a healthy collector from ~15 ms to ~11 ms. Ours
+# (~8 us a span) holds ~0.5 ms per 64; 256 would save ~6 us of CPU a span in HTTP requests but
+# hold as long as the SDK's encoder did at 64 (docs/performance.md, "The export encoder").
 BATCH_SIZE: Final = 64
 SCHEDULE_DELAY_MS: Final = 2000
 EXPORT_TIMEOUT_S: Final = 5.0
