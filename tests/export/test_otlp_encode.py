@@ -397,3 +397,27 @@ def test_a_bad_encoder_name_is_refused_by_configure(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CHAINSIGHT_OTLP_ENCODER", "protobuf")
     with pytest.raises(ConfigurationError, match="CHAINSIGHT_OTLP_ENCODER='protobuf'"):
         chainsight.configure(exporter="otlp:http", registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize("encoder", ["chainsight", "sdk"])
+def test_the_grpc_exporter_follows_the_setting(
+    encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from chainsight.export.otlp_grpc import FastGrpcOTLPSpanExporter
+    from chainsight.export.traces import make_exporter
+
+    monkeypatch.setenv("CHAINSIGHT_OTLP_ENCODER", encoder)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:4317")
+    built = make_exporter("otlp", "grpc")
+    try:
+        if encoder == "sdk":
+            assert type(built) is OTLPSpanExporter
+        else:
+            # Fails when an SDK release changes what FastGrpcOTLPSpanExporter plugs into.
+            assert isinstance(built, FastGrpcOTLPSpanExporter)
+            assert built.fast
+    finally:
+        assert built is not None
+        built.shutdown()

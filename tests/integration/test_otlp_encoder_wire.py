@@ -1,10 +1,10 @@
-"""chainsight's OTLP/HTTP exporter on the wire: the request a real receiver decodes is the SDK's.
+"""chainsight's OTLP exporters on the wire: the request a real receiver decodes is the SDK's.
 
-The same recorded chainsight spans go through ``FastOTLPSpanExporter`` (our encoder) and the
-SDK's ``OTLPSpanExporter`` to a real OTLP/HTTP receiver on 127.0.0.1, which decodes each body
-with the official protobuf classes; the two decoded requests must be the same message, plain
-and gzip-compressed. What the exporter does besides encoding (answers, retries, size limit,
-shutdown) is the SDK's and must stay so.
+The same recorded chainsight spans go through our exporter (our encoder) and the SDK's
+``OTLPSpanExporter`` to a real OTLP receiver on 127.0.0.1 (HTTP, and gRPC), which decodes each
+body with the official protobuf classes; the two decoded requests must be the same message,
+plain and compressed. What the exporter does besides encoding (answers, retries, reconnection,
+size limit, shutdown) is the SDK's and must stay so.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
@@ -20,8 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import chainsight
+from chainsight.export.otlp_grpc import FastGrpcOTLPSpanExporter
 from chainsight.export.otlp_http import FastOTLPSpanExporter
-from tests.integration._servers import OTLPReceiver
+from tests.integration._servers import OTLPGrpcReceiver, OTLPReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +132,43 @@ def test_a_shut_down_exporter_sends_nothing(
     ours.shutdown()
     assert ours.export(recorded) is SpanExportResult.FAILURE
     assert otlp_receiver.request_count == 0
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_both_encoders_send_the_same_request_over_grpc(
+    otlp_grpc_receiver: OTLPGrpcReceiver, recorded: list[ReadableSpan], gzip: bool
+) -> None:
+    import grpc
+
+    compression = grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression
+    endpoint = otlp_grpc_receiver.endpoint
+    ours = FastGrpcOTLPSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
+    sdk = GrpcSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
+    assert ours.fast
+    try:
+        assert ours.export(recorded) is SpanExportResult.SUCCESS
+        assert sdk.export(recorded) is SpanExportResult.SUCCESS
+    finally:
+        ours.shutdown()
+        sdk.shutdown()
+    first, second = otlp_grpc_receiver.trace_requests
+    assert first == second
+    assert len(otlp_grpc_receiver.spans()) == 2 * len(recorded)
+
+
+def test_grpc_unavailable_reconnects_and_retries_with_our_encoder(
+    otlp_grpc_receiver: OTLPGrpcReceiver, recorded: list[ReadableSpan]
+) -> None:
+    # UNAVAILABLE makes the SDK rebuild its channel and client from its stub class: the new
+    # client must still take our bytes.
+    otlp_grpc_receiver.set_mode("error", status=503, retry_after=0.0, count=1)
+    ours = FastGrpcOTLPSpanExporter(endpoint=otlp_grpc_receiver.endpoint, insecure=True, timeout=10)
+    try:
+        assert ours.export(recorded) is SpanExportResult.SUCCESS
+    finally:
+        ours.shutdown()
+    assert [r.status for r in otlp_grpc_receiver.requests] == [503, 200]
+    sdk_message = GrpcSpanExporter(endpoint="http://127.0.0.1:1", insecure=True)._translate_data(
+        recorded
+    )
+    assert otlp_grpc_receiver.trace_requests == [sdk_message]

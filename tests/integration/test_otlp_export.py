@@ -95,7 +95,7 @@ def test_spans_arrive_with_names_attributes_links_and_status(
 
 
 def test_grpc_by_choice(
-    otlp_grpc_receiver: OTLPGrpcReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_grpc_receiver: OTLPGrpcReceiver, span_encoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_grpc_receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")

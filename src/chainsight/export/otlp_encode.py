@@ -40,7 +40,7 @@ from chainsight.errors import ConfigurationError
 
 __all__ = ["ENCODERS", "SpanEncoder", "encoder_setting"]
 
-# The encoders an OTLP/HTTP span export can use, by their CHAINSIGHT_OTLP_ENCODER names.
+# The encoders an OTLP span export can use, by their CHAINSIGHT_OTLP_ENCODER names.
 ENCODERS: Final = ("chainsight", "sdk")
 
 # Field tags: (field number << 3) | wire type, written as their varint bytes. Wire types: 0

@@ -3,7 +3,7 @@
 Spans always leave through a batch processor, so no export work happens on the request path.
 A bounded queue sits in front of it: when the backend is down and the queue is full, spans are
 dropped and counted in ``chainsight_export_failures_total{signal="traces"}``, never blocked on.
-The JSONL exporter itself is in ``export.jsonl``.
+The JSONL exporter itself is in ``export.jsonl``; the OTLP encoder in ``export.otlp_encode``.
 """
 
 from __future__ import annotations
@@ -157,11 +157,16 @@ def parse_exporter(spec: object) -> tuple[str, str]:
 
 def _otlp_exporter(protocol: str) -> SpanExporter:
     # Imported here: each protocol pulls in its own transport stack (requests or grpcio).
-    encoder = encoder_setting()  # checked for either protocol: a typo is refused, not ignored
+    encoder = encoder_setting()
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter as GrpcExporter,
-        )
+        if encoder == "sdk":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter as GrpcExporter,
+            )
+        else:
+            from chainsight.export.otlp_grpc import (  # noqa: PLC0415
+                FastGrpcOTLPSpanExporter as GrpcExporter,
+            )
 
         # gRPC has its own rules for fork() (GRPC_ENABLE_FORK_SUPPORT); see docs/operations.md.
         return GrpcExporter(timeout=EXPORT_TIMEOUT_S)
