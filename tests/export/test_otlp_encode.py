@@ -421,3 +421,21 @@ def test_the_grpc_exporter_follows_the_setting(
     finally:
         assert built is not None
         built.shutdown()
+
+
+def test_equal_values_of_different_types_do_not_share_a_cached_encoding() -> None:
+    # True == 1 == 1.0 as dictionary keys; each must still be written as its own type.
+    encoder = SpanEncoder()
+    for value in (1, True, 1.0, "1", 1, True):
+        span = ReadableSpan("s", SpanContext(1, 2, False), attributes={"a": value})
+        found = encoder.encode([span])
+        assert difference(found, [span]) is None, value
+        parsed = ExportTraceServiceRequest.FromString(found)
+        any_value = parsed.resource_spans[0].scope_spans[0].spans[0].attributes[0].value
+        expected = {
+            bool: "bool_value",
+            int: "int_value",
+            float: "double_value",
+            str: "string_value",
+        }
+        assert any_value.WhichOneof("value") == expected[type(value)]

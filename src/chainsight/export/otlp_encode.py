@@ -108,11 +108,11 @@ _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 _UINT64: Final = (1 << 64) - 1
 
-# The (key, value) cache holds short strings only: a captured prompt is unique and long, and
+# The (key, value) caches hold short strings only: a captured prompt is unique and long, and
 # caching it would only push out the values that do repeat. Cleared whole when full, which
-# costs one re-encoding of each live value, far less than tracking use.
-_CACHED_VALUE_CHARS: Final = 256
-_CACHE_ENTRIES: Final = 8192
+# costs one re-encoding of each live value, far less than tracking use. About 2 MB at most.
+_CACHED_VALUE_CHARS: Final = 128
+_CACHE_ENTRIES: Final = 4096
 # Resources and scopes are a handful per process; more means objects made per span.
 _IDENTITY_ENTRIES: Final = 64
 
@@ -210,7 +210,8 @@ def _trace_state(context: SpanContext) -> str:
 class SpanEncoder:
     """Encodes batches of finished spans to an ``ExportTraceServiceRequest``, as bytes.
 
-    One per exporter: its caches are only ever used by that exporter's export thread.
+    One per exporter. Two threads may encode at once (a flush beside the export thread): the
+    caches only ever hold complete entries, so the worst case is an entry encoded twice.
     """
 
     def __init__(self) -> None:
