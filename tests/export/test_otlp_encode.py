@@ -439,3 +439,23 @@ def test_equal_values_of_different_types_do_not_share_a_cached_encoding() -> Non
             str: "string_value",
         }
         assert any_value.WhichOneof("value") == expected[type(value)]
+
+
+def test_an_apps_own_tracer_provider_keeps_its_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    monkeypatch.delenv("CHAINSIGHT_OTLP_ENCODER", raising=False)
+    provider = TracerProvider()
+    theirs = OTLPSpanExporter(endpoint="http://127.0.0.1:1/v1/traces")
+    provider.add_span_processor(SimpleSpanProcessor(theirs))
+    before = provider._active_span_processor._span_processors
+    chainsight.configure(
+        tracer_provider=provider, exporter="otlp:http", registry=CollectorRegistry()
+    )
+    # chainsight builds no exporter for a provider it does not own and adds no processor.
+    assert provider._active_span_processor._span_processors == before
+    assert type(before[0].span_exporter) is OTLPSpanExporter
+    chainsight.reset()
+    provider.shutdown()
