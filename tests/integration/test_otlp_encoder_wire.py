@@ -172,3 +172,25 @@ def test_grpc_unavailable_reconnects_and_retries_with_our_encoder(
         recorded
     )
     assert otlp_grpc_receiver.trace_requests == [sdk_message]
+
+
+def test_a_mistagged_encoder_is_caught_by_the_wire_comparison(
+    otlp_receiver: OTLPReceiver, recorded: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The comparison above must be able to fail: with the start time written under the end
+    # time's tag, the receiver still decodes the request, and it is no longer the SDK's.
+    from chainsight.export import otlp_encode
+
+    monkeypatch.setattr(otlp_encode, "_START", b"\x41")
+    ours = FastOTLPSpanExporter(endpoint=otlp_receiver.traces_url)
+    sdk = OTLPSpanExporter(endpoint=otlp_receiver.traces_url)
+    try:
+        assert ours.export(recorded) is SpanExportResult.SUCCESS
+        assert sdk.export(recorded) is SpanExportResult.SUCCESS
+    finally:
+        ours.shutdown()
+        sdk.shutdown()
+    first, second = otlp_receiver.trace_requests
+    assert first != second
+    span = first.resource_spans[0].scope_spans[0].spans[0]
+    assert span.start_time_unix_nano == 0  # the start went into the end time's field
