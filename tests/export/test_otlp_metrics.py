@@ -476,6 +476,30 @@ def test_failed_exports_are_counted_and_never_raise(
     assert lost == [2, 2]
 
 
+class _BrokenCollector(Collector):
+    """A collector whose collect() fails, as a buggy custom collector in the registry would."""
+
+    def collect(self) -> Iterator[Any]:
+        raise RuntimeError("collector bug")
+
+
+def test_a_registry_that_cannot_be_read_counts_one_failed_batch_per_export(
+    metrics: Metrics, exporter: RecordingExporter, bridges: list[PrometheusOTLPBridge]
+) -> None:
+    metrics.registry.register(_BrokenCollector())
+    bridge = _bridge(bridges, metrics, exporter, on_failure=metrics.metric_export_failed)
+    metrics.requests.labels("answer", "", "ok", "none", "r1").inc()
+
+    assert not bridge.force_flush(timeout=5)
+    assert not bridge.force_flush(timeout=5)
+
+    assert exporter.batches == []
+    assert (
+        metrics.registry.get_sample_value(f"{n.M_EXPORT_FAILURES}_total", {n.L_SIGNAL: "metrics"})
+        == 2
+    )
+
+
 def test_a_raising_failure_callback_does_not_stop_the_thread(
     metrics: Metrics, exporter: RecordingExporter, bridges: list[PrometheusOTLPBridge]
 ) -> None:

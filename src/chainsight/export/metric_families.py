@@ -155,7 +155,10 @@ class ExportFailures(_CounterFamily):
     """``chainsight_export_failures_total{signal}``."""
 
     name = n.M_EXPORT_FAILURES
-    documentation = "Telemetry items that could not be exported (failed or dropped), by signal."
+    documentation = (
+        "Telemetry that could not be exported, by signal: spans (failed or dropped) for "
+        "traces, failed export batches for metrics."
+    )
     labelnames = (n.L_SIGNAL,)
 
     def child(self, *, signal: str) -> Counter:

@@ -284,8 +284,18 @@ class Metrics:
         self.internal_errors.child(where=f"invalid_argument:{verb}").inc()
 
     def span_export_failed(self, count: int) -> None:
-        """Count spans that failed to export or were dropped."""
+        """Count spans that failed to export or were dropped (the traces unit: one per span)."""
         self.export_failures.child(signal="traces").inc(count)
+
+    def metric_export_failed(self, points: int) -> None:
+        """Count one failed OTLP metric export (the metrics unit: one per batch).
+
+        ``points`` (the data points the batch held) is not the unit: the metrics are cumulative,
+        so the next export that succeeds carries every value again, and a count of points would
+        grow with the number of series rather than with how long the receiver has refused.
+        """
+        del points  # documented above: a failed batch counts once whatever its size
+        self.export_failures.child(signal="metrics").inc()
 
     # --- labels ---------------------------------------------------------------------------
     def stage_labels(self, name: str, kind: str, system: str, operation: str) -> StageLabels:
