@@ -182,6 +182,7 @@ L_ENVIRONMENT: Final = "environment"
 L_GEN_AI_OPERATION_NAME: Final = "gen_ai_operation_name"
 L_GEN_AI_PROVIDER_NAME: Final = "gen_ai_provider_name"
 L_GEN_AI_REQUEST_MODEL: Final = "gen_ai_request_model"
+L_GEN_AI_RESPONSE_MODEL: Final = "gen_ai_response_model"
 L_GEN_AI_TOKEN_TYPE: Final = "gen_ai_token_type"
 L_GEN_AI_ERROR_TYPE: Final = "error_type"
 

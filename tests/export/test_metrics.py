@@ -44,7 +44,12 @@ BUDGET_SOFT_RATIO = "chainsight_budget_soft_ratio"
 Contract = dict[str, tuple[str, frozenset[str], tuple[float, ...] | None]]
 
 GENAI_LABELS = frozenset(
-    {n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL}
+    {
+        n.L_GEN_AI_OPERATION_NAME,
+        n.L_GEN_AI_PROVIDER_NAME,
+        n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
+    }
 )
 RELEASE = {"model": "gpt-4o-2024-08-06", "prompt": "answer@7"}
 RELEASE_ID = "model=gpt-4o-2024-08-06,prompt=answer@7"
@@ -526,6 +531,7 @@ def test_tokens_cost_and_genai_histograms(mixed: Capture) -> None:
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openai",
         "gen_ai_request_model": "gpt-4o",
+        "gen_ai_response_model": "",  # the mix records usage without naming the answering model
     }
     tokens = "gen_ai_client_token_usage"
     assert value(mixed, f"{tokens}_count", **genai, gen_ai_token_type="input") == priced_calls + 1
@@ -533,11 +539,12 @@ def test_tokens_cost_and_genai_histograms(mixed: Capture) -> None:
         priced_calls * 200 + 2
     )
     duration = "gen_ai_client_operation_duration_seconds_count"
-    # error_type is empty for the priced calls, the stream and the cancelled call; the
-    # budget-rejected call never reached the provider and is not an operation at all.
+    # error_type is empty for the priced calls, the stream and the cancelled call; the call a
+    # budget refused is observed too, as an error of its own kind (docs/metrics.md).
     assert value(mixed, duration, **genai, error_type="") == priced_calls + 2
     assert value(mixed, duration, **genai, error_type=n.ERR_SERVER_ERROR) == 1
     assert value(mixed, duration, **genai, error_type=n.ERR_RATE_LIMITED) == 1
+    assert value(mixed, duration, **genai, error_type=n.ERR_BUDGET_EXCEEDED) == 1
     ttfc_count = value(mixed, "gen_ai_client_operation_time_to_first_chunk_seconds_count", **genai)
     ttfc_sum = value(mixed, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **genai)
     assert ttfc_count == 1

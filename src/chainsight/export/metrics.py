@@ -50,6 +50,7 @@ GuardedLabel = Literal[
     "reason",
     "error_type",
     "gen_ai_request_model",
+    "gen_ai_response_model",
     "provider",
     "model",
     "unpriced_provider",
@@ -67,6 +68,7 @@ GUARD_KEYS: Final[Mapping[GuardedLabel, tuple[str, str]]] = {
     "reason": (n.M_FALLBACKS, n.L_REASON),
     "error_type": (n.M_STAGE_ERRORS, n.L_ERROR_TYPE),
     "gen_ai_request_model": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_REQUEST_MODEL),
+    "gen_ai_response_model": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_RESPONSE_MODEL),
     "provider": (n.M_TOKENS, n.L_PROVIDER),
     "model": (n.M_TOKENS, n.L_MODEL),
     "unpriced_provider": (n.M_UNPRICED_CALLS, n.L_PROVIDER),
@@ -363,6 +365,11 @@ class Metrics:
         self._requested = None
         if server is not None:
             server.server_close()
+
+    @property
+    def server_address(self) -> tuple[str, int] | None:
+        """The ``(address, port)`` ``/metrics`` is served on, if any."""
+        return self._server_addr
 
     @property
     def server_port(self) -> int | None:

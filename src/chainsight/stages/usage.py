@@ -104,6 +104,8 @@ def record(
     provider_name = spec.provider or provider or spec.system or ""
 
     tokens = (inp, out, read, write, reasoning, write_1h)
+    if model is not None:  # the model that answered this call, for the GenAI metrics' label
+        stage._set_response_model(model)
     cost = _price(stage, model_name, provider_name, tokens, units or 0.0)
     # The span attributes are written once, with the stage's final attributes (one SDK
     # validation pass instead of two per call).
@@ -140,13 +142,19 @@ def _usage_metrics(
     if spec.is_genai:
         operation = stage.labels.operation
         system = stage.labels.system
-        request_model = metrics.guarded("gen_ai_request_model", model_name)
+        # The same rule as the duration (lifecycle._record_metrics): asked for, and answered.
+        request_model = metrics.guarded("gen_ai_request_model", spec.model)
+        usage = stage.usage
+        response_model = metrics.guarded(
+            "gen_ai_response_model", usage.response_model if usage is not None else None
+        )
         for token_type, count, value in zip(_GEN_AI_TOKEN_TYPES, given, amounts):  # noqa: B905
             if count is not None:  # the histogram has input and output only: zip stops there
                 metrics.gen_ai_tokens.child(
                     gen_ai_operation_name=operation,
                     gen_ai_provider_name=system,
                     gen_ai_request_model=request_model,
+                    gen_ai_response_model=response_model,
                     gen_ai_token_type=token_type,
                 ).observe(value)
     if cost is not None:
