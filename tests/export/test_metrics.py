@@ -551,6 +551,59 @@ def test_tokens_cost_and_genai_histograms(mixed: Capture) -> None:
     assert 0.015 < ttfc_sum < 1.0
 
 
+def _model_labels(cap: Capture, name: str) -> set[tuple[str, str]]:
+    """The (request model, response model) pairs of ``name``'s samples with a count."""
+    return {
+        (s.labels[n.L_GEN_AI_REQUEST_MODEL], s.labels[n.L_GEN_AI_RESPONSE_MODEL])
+        for m in cap.registry.collect()
+        for s in m.samples
+        if s.name == name and s.value > 0
+    }
+
+
+@pytest.mark.parametrize(
+    ("asked", "named", "expected"),
+    [
+        # the model that answered differs from the one asked for: both, on both families
+        ("gpt-4o", "gpt-4o-2024-08-06", ("gpt-4o", "gpt-4o-2024-08-06")),
+        # the same model named again: no response model, as on the span
+        ("gpt-4o", "gpt-4o", ("gpt-4o", "")),
+        # the stage was not told what it asked for: only the answering model is known
+        (None, "gpt-4o-2024-08-06", ("", "gpt-4o-2024-08-06")),
+        # nothing named at all
+        ("gpt-4o", None, ("gpt-4o", "")),
+    ],
+)
+def test_duration_and_token_usage_name_the_model_by_one_rule(
+    chainsight_capture: Capture, asked: str | None, named: str | None, expected: tuple[str, str]
+) -> None:
+    with chainsight.stage("model", name="generate", provider="openai", model=asked) as s:
+        s.record_usage(input_tokens=100, output_tokens=10, model=named)
+    for name in (
+        "gen_ai_client_operation_duration_seconds_count",
+        "gen_ai_client_token_usage_count",
+    ):
+        assert _model_labels(chainsight_capture, name) == {expected}, name
+    span = chainsight_capture.stage(name="generate").attributes
+    assert span.get(n.GEN_AI_REQUEST_MODEL, "") == expected[0]
+    assert span.get(n.GEN_AI_RESPONSE_MODEL, "") == expected[1]
+
+
+def test_a_tool_loop_labels_each_call_with_the_model_that_answered_it(
+    chainsight_capture: Capture,
+) -> None:
+    with chainsight.stage("model", name="loop", provider="openai", model="gpt-4o") as s:
+        s.record_usage(input_tokens=100, output_tokens=10, model="gpt-4o-mini-2024-07-18")
+        s.record_usage(input_tokens=200, output_tokens=20, model="gpt-4o-2024-08-06")
+    tokens = _model_labels(chainsight_capture, "gen_ai_client_token_usage_count")
+    assert tokens == {("gpt-4o", "gpt-4o-mini-2024-07-18"), ("gpt-4o", "gpt-4o-2024-08-06")}
+    # One operation: labelled with the last call's model, as the span's gen_ai.response.model.
+    duration = _model_labels(chainsight_capture, "gen_ai_client_operation_duration_seconds_count")
+    assert duration == {("gpt-4o", "gpt-4o-2024-08-06")}
+    span = chainsight_capture.stage(name="loop").attributes
+    assert span[n.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"
+
+
 def test_unpriced_calls_and_invalid_usage(mixed: Capture) -> None:
     assert value(mixed, "chainsight_unpriced_calls_total", provider="vllm", model="no-such-model")
     assert total(mixed, "chainsight_unpriced_calls_total") == 1

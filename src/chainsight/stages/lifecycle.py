@@ -289,8 +289,8 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
         # and the model that answered, each where known (docs/metrics.md).
         usage = stage.usage
         request_model = metrics.guarded("gen_ai_request_model", spec.model)
-        response_model = metrics.guarded(
-            "gen_ai_response_model", usage.response_model if usage else None
+        response_model = metrics.guarded(  # as the span's gen_ai.response.model
+            "gen_ai_response_model", (usage.model or usage.response_model) if usage else None
         )
         if outcome == n.OUTCOME_REJECTED:  # refused before the provider: an error, not a call
             error_type = metrics.guarded("error_type", n.ERR_BUDGET_EXCEEDED)
