@@ -5,7 +5,7 @@ Start with :func:`configure`, mark stages with :func:`traced_stage` or :func:`st
 each unit of work in :func:`request`. See ``docs/api.md``.
 """
 
-from chainsight.config.configure import configure, metrics_app, reset, shutdown
+from chainsight.config.configure import configure, metrics_address, metrics_app, reset, shutdown
 from chainsight.cost.budget import Budget, RedisBudgetStore
 from chainsight.errors import (
     BudgetExceeded,
@@ -33,6 +33,7 @@ __all__ = [
     "configure",
     "current_stage",
     "instrument",
+    "metrics_address",
     "metrics_app",
     "register_stage_kind",
     "request",

@@ -182,6 +182,7 @@ L_ENVIRONMENT: Final = "environment"
 L_GEN_AI_OPERATION_NAME: Final = "gen_ai_operation_name"
 L_GEN_AI_PROVIDER_NAME: Final = "gen_ai_provider_name"
 L_GEN_AI_REQUEST_MODEL: Final = "gen_ai_request_model"
+L_GEN_AI_RESPONSE_MODEL: Final = "gen_ai_response_model"
 L_GEN_AI_TOKEN_TYPE: Final = "gen_ai_token_type"
 L_GEN_AI_ERROR_TYPE: Final = "error_type"
 
@@ -228,21 +229,41 @@ TOKEN_USAGE_BUCKETS: Final = (
     67108864,
 )
 # chainsight's own stage and request latency buckets: LLM chains run from milliseconds to minutes.
-# 1.0 and 2.5 are included so latency SLO thresholds line up with bucket bounds (le="1.0").
+# No two neighbouring bounds are more than 1.5x apart from 5 ms to 80 s, so a 2x latency change
+# moves a histogram_quantile estimate by at least ~1.6x anywhere in 5 ms - 30 s (doubling or
+# 1-2.5-5 bounds can show it as 1.04x). Every earlier bound is kept (1.0, 2.5, 10.0 are latency
+# SLO thresholds matched as le="1.0"), so no rule or dashboard loses its bucket. See
+# docs/metrics.md#buckets for the series count, and chainsight.export.buckets for the resolution.
 LATENCY_BUCKETS: Final = (
     0.005,
+    0.0075,
     0.01,
+    0.015,
+    0.02,
     0.025,
+    0.035,
     0.05,
+    0.075,
     0.1,
+    0.15,
+    0.2,
     0.25,
+    0.35,
     0.5,
+    0.75,
     1.0,
+    1.5,
+    2.0,
     2.5,
+    3.5,
     5.0,
+    7.5,
     10.0,
+    15.0,
     20.0,
+    30.0,
     40.0,
+    60.0,
     80.0,
 )
 # Sub-cent costs are common: buckets from a hundredth of a cent to 10 USD.

@@ -44,7 +44,12 @@ BUDGET_SOFT_RATIO = "chainsight_budget_soft_ratio"
 Contract = dict[str, tuple[str, frozenset[str], tuple[float, ...] | None]]
 
 GENAI_LABELS = frozenset(
-    {n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL}
+    {
+        n.L_GEN_AI_OPERATION_NAME,
+        n.L_GEN_AI_PROVIDER_NAME,
+        n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
+    }
 )
 RELEASE = {"model": "gpt-4o-2024-08-06", "prompt": "answer@7"}
 RELEASE_ID = "model=gpt-4o-2024-08-06,prompt=answer@7"
@@ -526,6 +531,7 @@ def test_tokens_cost_and_genai_histograms(mixed: Capture) -> None:
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openai",
         "gen_ai_request_model": "gpt-4o",
+        "gen_ai_response_model": "",  # the mix records usage without naming the answering model
     }
     tokens = "gen_ai_client_token_usage"
     assert value(mixed, f"{tokens}_count", **genai, gen_ai_token_type="input") == priced_calls + 1
@@ -533,15 +539,69 @@ def test_tokens_cost_and_genai_histograms(mixed: Capture) -> None:
         priced_calls * 200 + 2
     )
     duration = "gen_ai_client_operation_duration_seconds_count"
-    # error_type is empty for the priced calls, the stream and the cancelled call; the
-    # budget-rejected call never reached the provider and is not an operation at all.
+    # error_type is empty for the priced calls, the stream and the cancelled call; the call a
+    # budget refused is observed too, as an error of its own kind (docs/metrics.md).
     assert value(mixed, duration, **genai, error_type="") == priced_calls + 2
     assert value(mixed, duration, **genai, error_type=n.ERR_SERVER_ERROR) == 1
     assert value(mixed, duration, **genai, error_type=n.ERR_RATE_LIMITED) == 1
+    assert value(mixed, duration, **genai, error_type=n.ERR_BUDGET_EXCEEDED) == 1
     ttfc_count = value(mixed, "gen_ai_client_operation_time_to_first_chunk_seconds_count", **genai)
     ttfc_sum = value(mixed, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **genai)
     assert ttfc_count == 1
     assert 0.015 < ttfc_sum < 1.0
+
+
+def _model_labels(cap: Capture, name: str) -> set[tuple[str, str]]:
+    """The (request model, response model) pairs of ``name``'s samples with a count."""
+    return {
+        (s.labels[n.L_GEN_AI_REQUEST_MODEL], s.labels[n.L_GEN_AI_RESPONSE_MODEL])
+        for m in cap.registry.collect()
+        for s in m.samples
+        if s.name == name and s.value > 0
+    }
+
+
+@pytest.mark.parametrize(
+    ("asked", "named", "expected"),
+    [
+        # the model that answered differs from the one asked for: both, on both families
+        ("gpt-4o", "gpt-4o-2024-08-06", ("gpt-4o", "gpt-4o-2024-08-06")),
+        # the same model named again: no response model, as on the span
+        ("gpt-4o", "gpt-4o", ("gpt-4o", "")),
+        # the stage was not told what it asked for: only the answering model is known
+        (None, "gpt-4o-2024-08-06", ("", "gpt-4o-2024-08-06")),
+        # nothing named at all
+        ("gpt-4o", None, ("gpt-4o", "")),
+    ],
+)
+def test_duration_and_token_usage_name_the_model_by_one_rule(
+    chainsight_capture: Capture, asked: str | None, named: str | None, expected: tuple[str, str]
+) -> None:
+    with chainsight.stage("model", name="generate", provider="openai", model=asked) as s:
+        s.record_usage(input_tokens=100, output_tokens=10, model=named)
+    for name in (
+        "gen_ai_client_operation_duration_seconds_count",
+        "gen_ai_client_token_usage_count",
+    ):
+        assert _model_labels(chainsight_capture, name) == {expected}, name
+    span = chainsight_capture.stage(name="generate").attributes
+    assert span.get(n.GEN_AI_REQUEST_MODEL, "") == expected[0]
+    assert span.get(n.GEN_AI_RESPONSE_MODEL, "") == expected[1]
+
+
+def test_a_tool_loop_labels_each_call_with_the_model_that_answered_it(
+    chainsight_capture: Capture,
+) -> None:
+    with chainsight.stage("model", name="loop", provider="openai", model="gpt-4o") as s:
+        s.record_usage(input_tokens=100, output_tokens=10, model="gpt-4o-mini-2024-07-18")
+        s.record_usage(input_tokens=200, output_tokens=20, model="gpt-4o-2024-08-06")
+    tokens = _model_labels(chainsight_capture, "gen_ai_client_token_usage_count")
+    assert tokens == {("gpt-4o", "gpt-4o-mini-2024-07-18"), ("gpt-4o", "gpt-4o-2024-08-06")}
+    # One operation: labelled with the last call's model, as the span's gen_ai.response.model.
+    duration = _model_labels(chainsight_capture, "gen_ai_client_operation_duration_seconds_count")
+    assert duration == {("gpt-4o", "gpt-4o-2024-08-06")}
+    span = chainsight_capture.stage(name="loop").attributes
+    assert span[n.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"
 
 
 def test_unpriced_calls_and_invalid_usage(mixed: Capture) -> None:
@@ -703,8 +763,8 @@ def test_guard_limits_each_metric_separately(values: list[str]) -> None:
 # --- hostile input ------------------------------------------------------------------------
 
 HOSTILE_TENANTS = 1_000_000
-# Measured on a 2-core CI-like machine: 0.35 MB after warm-up (1.05 MB with every span sampled),
-# 648 samples. The bound leaves room for allocator noise and fails on anything that keeps state
+# Measured on a 2-core CI-like machine: 0.35-0.43 MB after warm-up (1.05 MB with every span
+# sampled), 664 samples. The bound leaves room for allocator noise and fails on anything that keeps state
 # per distinct value (a million short strings alone are > 50 MB).
 RSS_GROWTH_BOUND_MB = 16.0
 

@@ -155,10 +155,11 @@ def _by_attributes(points: list[Any]) -> dict[frozenset[tuple[str, Any]], Any]:
 
 def test_operation_duration_becomes_the_semconv_histogram(metrics: Metrics) -> None:
     before = time.time_ns()
-    ok = metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "")
+    answered = "gpt-4o-2024-08-06"
+    ok = metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", answered, "")
     for value in (0.005, 0.01, 0.015, 0.5, 100.0):
         ok.observe(value)
-    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", n.ERR_TIMEOUT).observe(3.0)
+    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "", n.ERR_TIMEOUT).observe(3.0)
     after = time.time_ns()
 
     metric = _convert(metrics.registry)["gen_ai.client.operation.duration"]
@@ -171,11 +172,14 @@ def test_operation_duration_becomes_the_semconv_histogram(metrics: Metrics) -> N
         n.GEN_AI_PROVIDER_NAME: "openai",
         n.GEN_AI_REQUEST_MODEL: "gpt-4o",
     }
+    # The response model becomes gen_ai.response.model; empty labels (error_type on success,
+    # no response model on the timeout) become no attribute at all.
+    answered_attrs = frozenset({**base, n.GEN_AI_RESPONSE_MODEL: answered}.items())
     assert set(points) == {
-        frozenset(base.items()),  # empty error_type: no error.type attribute
+        answered_attrs,
         frozenset({**base, n.ERROR_TYPE: n.ERR_TIMEOUT}.items()),
     }
-    point = points[frozenset(base.items())]
+    point = points[answered_attrs]
     assert list(point.explicit_bounds) == list(n.OPERATION_DURATION_BUCKETS)
     assert len(point.bucket_counts) == len(n.OPERATION_DURATION_BUCKETS) + 1
     # Per bucket (upper bound inclusive): 0.005 and 0.01 ≤ 0.01; 0.015 ≤ 0.02; 0.5 ≤ 0.64;
@@ -194,9 +198,9 @@ def test_operation_duration_becomes_the_semconv_histogram(metrics: Metrics) -> N
 
 
 def test_token_usage_and_time_to_first_chunk(metrics: Metrics) -> None:
-    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", n.TOKEN_INPUT).observe(1000)
-    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", n.TOKEN_OUTPUT).observe(3)
-    metrics.gen_ai_ttfc.labels("chat", "openai", "gpt-4o").observe(0.3)
+    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", "", n.TOKEN_INPUT).observe(1000)
+    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", "", n.TOKEN_OUTPUT).observe(3)
+    metrics.gen_ai_ttfc.labels("chat", "openai", "gpt-4o", "").observe(0.3)
 
     converted = _convert(metrics.registry)
 
@@ -258,9 +262,9 @@ def test_chainsight_counters_become_monotonic_sums_with_their_label_names(
 def test_only_the_documented_families_are_exported(metrics: Metrics) -> None:
     metrics.request_duration.labels("answer", "ok", "r1").observe(1.2)
     metrics.stage_duration.labels("search", "retrieval", "qdrant", "ok", "r1").observe(0.2)
-    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "").observe(1)
-    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", "input").observe(1)
-    metrics.gen_ai_ttfc.labels("chat", "openai", "gpt-4o").observe(1)
+    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "", "").observe(1)
+    metrics.gen_ai_tokens.labels("chat", "openai", "gpt-4o", "", "input").observe(1)
+    metrics.gen_ai_ttfc.labels("chat", "openai", "gpt-4o", "").observe(1)
     metrics.requests.labels("answer", "", "ok", "none", "r1").inc()
     metrics.stage_errors.labels("s", "k", "x", "app", "e").inc()
     metrics.fallbacks.labels("s", "k", "t", "r").inc()
@@ -317,7 +321,7 @@ def test_series_without_created_start_at_the_given_start_time() -> None:
 
 def test_exemplars_carry_the_trace_and_span_ids(metrics: Metrics) -> None:
     exemplar = {"trace_id": TRACE_ID, "span_id": SPAN_ID}
-    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "").observe(0.5, exemplar)
+    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "", "").observe(0.5, exemplar)
 
     [point] = _histogram_points(_convert(metrics.registry)["gen_ai.client.operation.duration"])
 
@@ -375,7 +379,7 @@ _WORKER = textwrap.dedent(
 
     metrics = Metrics(CollectorRegistry(), None)
     metrics.requests.labels("answer", "", "ok", "none", "r1").inc(int(sys.argv[1]))
-    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "").observe(float(sys.argv[2]))
+    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "", "").observe(float(sys.argv[2]))
     """
 )
 
@@ -468,12 +472,36 @@ def test_failed_exports_are_counted_and_never_raise(
     lost: list[int] = []
     bridge = _bridge(bridges, metrics, exporter, on_failure=lost.append)
     metrics.requests.labels("answer", "", "ok", "none", "r1").inc()
-    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "").observe(1)
+    metrics.gen_ai_duration.labels("chat", "openai", "gpt-4o", "", "").observe(1)
 
     assert not bridge.force_flush(timeout=5)
     assert not bridge.force_flush(timeout=5)
 
     assert lost == [2, 2]
+
+
+class _BrokenCollector(Collector):
+    """A collector whose collect() fails, as a buggy custom collector in the registry would."""
+
+    def collect(self) -> Iterator[Any]:
+        raise RuntimeError("collector bug")
+
+
+def test_a_registry_that_cannot_be_read_counts_one_failed_batch_per_export(
+    metrics: Metrics, exporter: RecordingExporter, bridges: list[PrometheusOTLPBridge]
+) -> None:
+    metrics.registry.register(_BrokenCollector())
+    bridge = _bridge(bridges, metrics, exporter, on_failure=metrics.metric_export_failed)
+    metrics.requests.labels("answer", "", "ok", "none", "r1").inc()
+
+    assert not bridge.force_flush(timeout=5)
+    assert not bridge.force_flush(timeout=5)
+
+    assert exporter.batches == []
+    assert (
+        metrics.registry.get_sample_value(f"{n.M_EXPORT_FAILURES}_total", {n.L_SIGNAL: "metrics"})
+        == 2
+    )
 
 
 def test_a_raising_failure_callback_does_not_stop_the_thread(

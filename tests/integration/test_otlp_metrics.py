@@ -169,10 +169,7 @@ def test_a_receiver_that_is_down_counts_failures_and_never_raises(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", otlp_receiver.metrics_url)
     otlp_receiver.stop()  # the port now refuses connections
 
-    def on_failure(points: int) -> None:
-        metrics.export_failures.child(signal="metrics").inc(points)
-
-    bridge = _bridge(bridges, metrics, export_timeout=1.0, on_failure=on_failure)
+    bridge = _bridge(bridges, metrics, export_timeout=1.0, on_failure=metrics.metric_export_failed)
     _model_calls()
     points = sum(
         len(metric.data.data_points)
@@ -186,16 +183,48 @@ def test_a_receiver_that_is_down_counts_failures_and_never_raises(
     failed = metrics.registry.get_sample_value(
         f"{n.M_EXPORT_FAILURES}_total", {n.L_SIGNAL: "metrics"}
     )
-    assert points > 0
-    assert failed == points
+    assert points > 1
+    assert failed == 1  # one batch, whatever the number of points it held
     # The receiver comes back: the next export goes through, the count stays.
     otlp_receiver.start()
     assert bridge.force_flush(timeout=10)
     otlp_receiver.wait_for_metric("gen_ai.client.operation.duration")
     assert (
         metrics.registry.get_sample_value(f"{n.M_EXPORT_FAILURES}_total", {n.L_SIGNAL: "metrics"})
-        == points
+        == 1
     )
+
+
+def test_configure_otlp_metrics_counts_each_refused_batch_once(
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/metrics.md: chainsight_export_failures_total{signal="metrics"} counts batches. A
+    # receiver that answers 405 to every push, through configure(otlp_metrics=True) as a user
+    # turns it on; the hour-long interval leaves only the three exports the test asks for.
+    for name in _OTLP_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", otlp_receiver.metrics_url)
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+    registry = CollectorRegistry()
+    chainsight.configure(registry=registry, exporter="none", service="svc", otlp_metrics=True)
+    bridge = _config.current().otlp_bridge
+    assert bridge is not None
+    _model_calls()
+    otlp_receiver.set_mode("error", status=405)
+    points = sum(
+        len(metric.data.data_points)
+        for rm in bridge.collect().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    )
+
+    for _ in range(3):
+        assert not bridge.force_flush(timeout=10)
+
+    assert otlp_receiver.request_count == 3  # a 405 is not retried: one request per batch
+    failed = registry.get_sample_value(f"{n.M_EXPORT_FAILURES}_total", {n.L_SIGNAL: "metrics"})
+    assert points > 3  # counting points (the old unit) would have given a different number
+    assert failed == 3
 
 
 @pytest.mark.slow

@@ -254,7 +254,7 @@ def _otlp_bridge(plan: _Plan, metrics: Metrics) -> PrometheusOTLPBridge | None:
     return PrometheusOTLPBridge(
         exposition_registry(metrics),
         resource=_resource(plan.service, plan.environment),
-        on_failure=lambda lost: metrics.export_failures.child(signal="metrics").inc(lost),
+        on_failure=metrics.metric_export_failed,
         interval=interval,
         exporter=exporter,
     )

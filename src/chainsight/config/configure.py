@@ -1,4 +1,5 @@
-"""``configure()``, ``reset()``, ``shutdown()`` and ``metrics_app()``: the public face of config.
+"""``configure()``, ``reset()``, ``shutdown()``, ``metrics_app()`` and ``metrics_address()``: the
+public face of config.
 
 ``configure()`` may be called again at any time: it merges what it is given into the earlier
 settings (``None`` = unchanged, as in structlog), builds a new immutable snapshot and swaps it
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from chainsight.cost.budget_store import BudgetStore
     from chainsight.stages.faults import Classifier
 
-__all__ = ["configure", "metrics_app", "reset", "shutdown"]
+__all__ = ["configure", "metrics_address", "metrics_app", "reset", "shutdown"]
 
 # Every configure() call's settings merged, so the next call can change one setting alone.
 _settings = Settings()
@@ -184,3 +185,12 @@ def metrics_app() -> MetricsApp:
     Mount it in your web framework instead of ``configure(metrics_port=...)``.
     """
     return MetricsApp(exposition_registry(state.current().metrics))
+
+
+def metrics_address() -> tuple[str, int] | None:
+    """The ``(address, port)`` that ``configure(metrics_port=...)`` serves ``/metrics`` on.
+
+    ``None`` when no metrics server runs (no ``metrics_port``, or ``reset()``). With
+    ``metrics_port=0`` the system picks a free port: this is where to read it.
+    """
+    return state.current().metrics.server_address

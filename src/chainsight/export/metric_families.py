@@ -155,7 +155,10 @@ class ExportFailures(_CounterFamily):
     """``chainsight_export_failures_total{signal}``."""
 
     name = n.M_EXPORT_FAILURES
-    documentation = "Telemetry items that could not be exported (failed or dropped), by signal."
+    documentation = (
+        "Telemetry that could not be exported, by signal: spans (failed or dropped) for "
+        "traces, failed export batches for metrics."
+    )
     labelnames = (n.L_SIGNAL,)
 
     def child(self, *, signal: str) -> Counter:
@@ -425,6 +428,7 @@ class GenAIDuration(_HistogramFamily):
         n.L_GEN_AI_OPERATION_NAME,
         n.L_GEN_AI_PROVIDER_NAME,
         n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
         n.L_GEN_AI_ERROR_TYPE,
     )
     buckets = n.OPERATION_DURATION_BUCKETS
@@ -435,10 +439,17 @@ class GenAIDuration(_HistogramFamily):
         gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
+        gen_ai_response_model: Guarded,
         error_type: Guarded,
     ) -> Histogram:
         """The cached child for these label values."""
-        key = (gen_ai_operation_name, gen_ai_provider_name, gen_ai_request_model, error_type)
+        key = (
+            gen_ai_operation_name,
+            gen_ai_provider_name,
+            gen_ai_request_model,
+            gen_ai_response_model,
+            error_type,
+        )
         return self._children.get(key) or self._add(key)
 
 
@@ -451,6 +462,7 @@ class GenAITokens(_HistogramFamily):
         n.L_GEN_AI_OPERATION_NAME,
         n.L_GEN_AI_PROVIDER_NAME,
         n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
         n.L_GEN_AI_TOKEN_TYPE,
     )
     buckets = n.TOKEN_USAGE_BUCKETS
@@ -461,10 +473,17 @@ class GenAITokens(_HistogramFamily):
         gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
+        gen_ai_response_model: Guarded,
         gen_ai_token_type: str,
     ) -> Histogram:
         """The cached child for these label values."""
-        key = (gen_ai_operation_name, gen_ai_provider_name, gen_ai_request_model, gen_ai_token_type)
+        key = (
+            gen_ai_operation_name,
+            gen_ai_provider_name,
+            gen_ai_request_model,
+            gen_ai_response_model,
+            gen_ai_token_type,
+        )
         return self._children.get(key) or self._add(key)
 
 
@@ -473,7 +492,12 @@ class GenAITimeToFirstChunk(_HistogramFamily):
 
     name = n.M_GEN_AI_TTFC
     documentation = "Time to the first chunk of a streamed GenAI response."
-    labelnames = (n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL)
+    labelnames = (
+        n.L_GEN_AI_OPERATION_NAME,
+        n.L_GEN_AI_PROVIDER_NAME,
+        n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
+    )
     buckets = n.OPERATION_DURATION_BUCKETS
 
     def child(
@@ -482,7 +506,13 @@ class GenAITimeToFirstChunk(_HistogramFamily):
         gen_ai_operation_name: Guarded,
         gen_ai_provider_name: Guarded,
         gen_ai_request_model: Guarded,
+        gen_ai_response_model: Guarded,
     ) -> Histogram:
         """The cached child for these label values."""
-        key = (gen_ai_operation_name, gen_ai_provider_name, gen_ai_request_model)
+        key = (
+            gen_ai_operation_name,
+            gen_ai_provider_name,
+            gen_ai_request_model,
+            gen_ai_response_model,
+        )
         return self._children.get(key) or self._add(key)

@@ -50,6 +50,7 @@ GuardedLabel = Literal[
     "reason",
     "error_type",
     "gen_ai_request_model",
+    "gen_ai_response_model",
     "provider",
     "model",
     "unpriced_provider",
@@ -67,6 +68,7 @@ GUARD_KEYS: Final[Mapping[GuardedLabel, tuple[str, str]]] = {
     "reason": (n.M_FALLBACKS, n.L_REASON),
     "error_type": (n.M_STAGE_ERRORS, n.L_ERROR_TYPE),
     "gen_ai_request_model": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_REQUEST_MODEL),
+    "gen_ai_response_model": (n.M_GEN_AI_OPERATION_DURATION, n.L_GEN_AI_RESPONSE_MODEL),
     "provider": (n.M_TOKENS, n.L_PROVIDER),
     "model": (n.M_TOKENS, n.L_MODEL),
     "unpriced_provider": (n.M_UNPRICED_CALLS, n.L_PROVIDER),
@@ -284,8 +286,18 @@ class Metrics:
         self.internal_errors.child(where=f"invalid_argument:{verb}").inc()
 
     def span_export_failed(self, count: int) -> None:
-        """Count spans that failed to export or were dropped."""
+        """Count spans that failed to export or were dropped (the traces unit: one per span)."""
         self.export_failures.child(signal="traces").inc(count)
+
+    def metric_export_failed(self, points: int) -> None:
+        """Count one failed OTLP metric export (the metrics unit: one per batch).
+
+        ``points`` (the data points the batch held) is not the unit: the metrics are cumulative,
+        so the next export that succeeds carries every value again, and a count of points would
+        grow with the number of series rather than with how long the receiver has refused.
+        """
+        del points  # documented above: a failed batch counts once whatever its size
+        self.export_failures.child(signal="metrics").inc()
 
     # --- labels ---------------------------------------------------------------------------
     def stage_labels(self, name: str, kind: str, system: str, operation: str) -> StageLabels:
@@ -353,6 +365,11 @@ class Metrics:
         self._requested = None
         if server is not None:
             server.server_close()
+
+    @property
+    def server_address(self) -> tuple[str, int] | None:
+        """The ``(address, port)`` ``/metrics`` is served on, if any."""
+        return self._server_addr
 
     @property
     def server_port(self) -> int | None:

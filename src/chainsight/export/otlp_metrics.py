@@ -147,8 +147,10 @@ class PrometheusOTLPBridge:
     reads ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`` then ``OTEL_EXPORTER_OTLP_PROTOCOL``) with an
     ``export_timeout`` second timeout; the endpoint comes from the standard
     ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` variables. ``interval`` defaults to
-    ``OTEL_METRIC_EXPORT_INTERVAL`` (milliseconds) or 60 s. ``on_failure(points)`` is told how
-    many data points each failed export lost; nothing here raises after construction.
+    ``OTEL_METRIC_EXPORT_INTERVAL`` (milliseconds) or 60 s. ``on_failure(points)`` is called
+    once per failed export (the exporter failed or raised, or the registry could not be read),
+    with the number of data points that batch held (0 when the registry could not be read);
+    chainsight counts the calls, one per batch. Nothing here raises after construction.
     """
 
     def __init__(
@@ -280,6 +282,7 @@ class PrometheusOTLPBridge:
             data = self.collect()
         except Exception:  # a broken collector must not kill the export thread
             _log.warning("chainsight: reading the metrics registry for OTLP failed", exc_info=True)
+            self._failed(0)  # nothing was sent this interval: one failed batch like any other
             return False
         points = count_points(data)
         if points == 0:

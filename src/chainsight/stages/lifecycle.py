@@ -284,14 +284,21 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
         metrics.stage_errors.child(
             stage=stage_label, kind=kind, system=system, fault=fault, error_type=error_type
         ).inc()
-    if spec.is_genai and outcome != n.OUTCOME_REJECTED:  # a refused call never ran
+    if spec.is_genai:
+        # The GenAI conventions' rule, the same in usage._usage_metrics: the model asked for
+        # and the model that answered, each where known (docs/metrics.md).
         usage = stage.usage
-        model = spec.model or (usage.response_model or usage.model if usage else None) or ""
-        request_model = metrics.guarded("gen_ai_request_model", model)
+        request_model = metrics.guarded("gen_ai_request_model", spec.model)
+        response_model = metrics.guarded(  # as the span's gen_ai.response.model
+            "gen_ai_response_model", (usage.model or usage.response_model) if usage else None
+        )
+        if outcome == n.OUTCOME_REJECTED:  # refused before the provider: an error, not a call
+            error_type = metrics.guarded("error_type", n.ERR_BUDGET_EXCEEDED)
         metrics.gen_ai_duration.child(
             gen_ai_operation_name=operation,
             gen_ai_provider_name=system,
             gen_ai_request_model=request_model,
+            gen_ai_response_model=response_model,
             error_type=error_type,
         ).observe(duration, exemplar)
         if stage.first_chunk is not None:
@@ -299,6 +306,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
                 gen_ai_operation_name=operation,
                 gen_ai_provider_name=system,
                 gen_ai_request_model=request_model,
+                gen_ai_response_model=response_model,
             ).observe(stage.first_chunk - stage.start)
 
 

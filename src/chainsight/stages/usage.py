@@ -72,8 +72,13 @@ def record(
     *,
     provider: str | None = None,
     units: float | None = None,
+    answered: str | None = None,
 ) -> None:
-    """Add one call's usage to the stage (and its request), with its cost and metrics."""
+    """Add one call's usage to the stage (and its request), with its cost and metrics.
+
+    ``answered`` is the model a provider response named for this call (``record_response``);
+    ``model`` the one ``record_usage`` named.
+    """
     raw = (
         input_tokens,
         output_tokens,
@@ -104,19 +109,24 @@ def record(
     provider_name = spec.provider or provider or spec.system or ""
 
     tokens = (inp, out, read, write, reasoning, write_1h)
+    # The call's gen_ai_response_model label: what the span records as gen_ai.response.model
+    # (a record_usage model equal to the stage's own is not recorded there, nor here).
+    if model is not None and model != spec.model:
+        answered = model
     cost = _price(stage, model_name, provider_name, tokens, units or 0.0)
     # The span attributes are written once, with the stage's final attributes (one SDK
     # validation pass instead of two per call).
     stage._add_usage(tokens, model, cost)
     if cost is not None and stage.cfg.budgets is not None:
         _spend(stage, model_name, provider_name, cost)
-    _usage_metrics(stage, provider_name, model_name, counts, tokens[:5], cost)
+    _usage_metrics(stage, provider_name, model_name, answered, counts, tokens[:5], cost)
 
 
 def _usage_metrics(
     stage: Stage,
     provider_name: str,
     model_name: str,
+    answered: str | None,
     given: list[int | None],
     amounts: tuple[int, ...],
     cost: float | None,
@@ -140,13 +150,16 @@ def _usage_metrics(
     if spec.is_genai:
         operation = stage.labels.operation
         system = stage.labels.system
-        request_model = metrics.guarded("gen_ai_request_model", model_name)
+        # The same rule as the duration (lifecycle._record_metrics): asked for, and answered.
+        request_model = metrics.guarded("gen_ai_request_model", spec.model)
+        response_model = metrics.guarded("gen_ai_response_model", answered)
         for token_type, count, value in zip(_GEN_AI_TOKEN_TYPES, given, amounts):  # noqa: B905
             if count is not None:  # the histogram has input and output only: zip stops there
                 metrics.gen_ai_tokens.child(
                     gen_ai_operation_name=operation,
                     gen_ai_provider_name=system,
                     gen_ai_request_model=request_model,
+                    gen_ai_response_model=response_model,
                     gen_ai_token_type=token_type,
                 ).observe(value)
     if cost is not None:
@@ -321,6 +334,7 @@ def _apply(stage: Stage, info: ResponseInfo) -> None:
         info.cache_write_1h_input_tokens,
         provider=info.provider,
         units=info.units,
+        answered=model,
     )
 
 
