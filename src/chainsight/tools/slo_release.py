@@ -274,7 +274,9 @@ def _trigger_expr(key: str, record: str, trigger: Trigger) -> str:
         "max by (job, previous_release) (slo:release_previous:info)"
     )
     if key == "error_ratio":
-        expr = f'label_replace(\n{expr},\n"fault_domain", "$1", "fault", "(.*)"\n)'
+        expr = (
+            f'max without (fault) (label_replace(\n{expr},\n"fault_domain", "$1", "fault", "(.*)"\n))'
+        )
     return expr
 
 
@@ -286,8 +288,8 @@ _SUMMARIES: Final = {
     "error_ratio": (
         "Release {{ $labels.release }} has more {{ $labels.fault_domain }} errors than "
         "{{ $labels.previous_release }}",
-        "{{ $value | humanizePercentage }} of requests failed with a "
-        "{{ $labels.fault_domain }} fault",
+        "{{ $value | humanizePercentage }} of requests failed in fault domain "
+        "{{ $labels.fault_domain }}",
     ),
     "p95_seconds": (
         "Release {{ $labels.release }} is slower than {{ $labels.previous_release }}",
@@ -306,6 +308,10 @@ def release_groups(spec: ReleaseSpec, runbook_base: str) -> list[dict[str, Any]]
     for key, (suffix, record, _, _, measures) in TRIGGERS.items():
         trigger = spec.triggers[key]
         summary, value = _SUMMARIES[key]
+        margin = {
+            "p95_seconds": f"{trigger.margin:g}s",
+            "cost_per_request_usd": f"{trigger.margin:g} USD",
+        }.get(key, f"{trigger.margin * 100:g} percentage point{'' if trigger.margin == 0.01 else 's'}")
         alertname = spec.alert_name + suffix
         alerts.append(
             {
@@ -318,7 +324,7 @@ def release_groups(spec: ReleaseSpec, runbook_base: str) -> list[dict[str, Any]]
                     "description": (
                         f"In {{{{ $labels.job }}}}, candidate release {{{{ $labels.release }}}}: "
                         f"{value} over the last {spec.window}, more than {trigger.factor:g} "
-                        f"times release {{{{ $labels.previous_release }}}} plus {trigger.margin:g} "
+                        f"times release {{{{ $labels.previous_release }}}} plus {margin} "
                         f"({measures}; both releases served at least {spec.min_requests} "
                         "requests in the window). A rollback trigger: consider rolling back."
                     ),
