@@ -1148,6 +1148,74 @@ def cost_dashboard() -> JSON:
 
 # --- The releases dashboard -----------------------------------------------------------------
 
+# The rollback-trigger recordings written by `chainsight slo generate slos/release-regression.yaml`
+# (per job and release): the candidate, the previous release and the four compared values.
+RELEASE_CANDIDATE: Final = "slo:release_candidate:info"
+RELEASE_PREVIOUS: Final = "slo:release_previous:info"
+RELEASE_TRIGGERS: Final = (
+    ("slo:release_validation_failure:ratio", "validation failures"),
+    ("slo:release_error:ratio", "error ratio"),
+    ("slo:release_request_duration:p95", "p95 (s)"),
+    ("slo:release_cost_per_request:usd", "USD per request"),
+)
+
+
+def _rollback_row(g: _Grid) -> None:
+    """Candidate and previous release of each job, side by side on the rollback triggers."""
+    job = _re(JOB, "$job")
+    roles = (
+        f'label_replace({RELEASE_CANDIDATE}{{{job}}}, "role", "candidate", "", "") or '
+        f'label_replace(max without (previous_release) ({RELEASE_PREVIOUS}{{{job}}}), "role", '
+        '"previous", "", "")'
+    )
+    targets = []
+    for record, title in RELEASE_TRIGGERS:
+        value = f"{record}{{{job}}}"
+        if record == "slo:release_error:ratio":
+            value = f"sum by ({JOB}, {n.L_RELEASE}) ({value})"
+        else:
+            value = f"max by ({JOB}, {n.L_RELEASE}) ({value})"
+        targets.append(
+            _target(
+                f"{value} * on ({JOB}, {n.L_RELEASE}) group_left (role) ({roles})",
+                title,
+                instant=True,
+                table=True,
+            )
+        )
+    g.row("Candidate vs previous release (rollback triggers)")
+    g.add(
+        _panel(
+            "table",
+            "Candidate vs previous release",
+            "For each job, the candidate release (first seen after the job's oldest one) and the "
+            "previous release, on the values the rollback-trigger alerts compare over their "
+            "window (30m by default): validation failure ratio, error ratio, p95 request latency "
+            "and cost per request. Empty until both have served the minimum traffic; needs the "
+            "rules from slos/release-regression.yaml.",
+            "none",
+            targets,
+            options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+            extra={
+                "transformations": [
+                    {"id": "merge", "options": {}},
+                    {
+                        "id": "organize",
+                        "options": {
+                            "excludeByName": {"Time": True},
+                            "renameByName": {
+                                f"Value #{chr(ord('A') + i)}": title
+                                for i, (_, title) in enumerate(RELEASE_TRIGGERS)
+                            },
+                        },
+                    },
+                ]
+            },
+        ),
+        24,
+        7,
+    )
+
 
 def releases_dashboard() -> JSON:
     """*AI chain — releases*: latency, errors, cost and validation side by side by release."""
@@ -1286,6 +1354,7 @@ def releases_dashboard() -> JSON:
         ),
         24,
     )
+    _rollback_row(g)
     return _dashboard(
         "chainsight-releases",
         "AI chain — releases",

@@ -68,6 +68,7 @@ def test_the_shipped_alerts_are_all_there() -> None:
         "ChainsightValidationFailureSpike",
         "ChainsightFallbackRateHigh",
         "ChainsightCostSpendAnomaly",
+        "ChainsightCostPerRequestSpike",
         "ChainsightBudgetSoftThreshold",
         "ChainsightSpanExportFailing",
         "ChainsightLabelOverflow",
@@ -79,7 +80,20 @@ def test_the_shipped_alerts_are_all_there() -> None:
         for name in slo.alert_names(s)
     }
     assert len(generated) == 6
-    assert set(ALERTS) == targeted | generated
+    rollback = {
+        name
+        for spec in sorted((ROOT / "slos").glob("*.yaml"))
+        for releases in [slo.load_spec(spec).releases]
+        if releases is not None
+        for name in slo.release_alert_names(releases)
+    }
+    assert rollback == {
+        "ChainsightReleaseValidationRegression",
+        "ChainsightReleaseErrorRegression",
+        "ChainsightReleaseLatencyRegression",
+        "ChainsightReleaseCostRegression",
+    }
+    assert set(ALERTS) == targeted | generated | rollback
 
 
 @pytest.mark.integration

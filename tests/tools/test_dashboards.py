@@ -134,9 +134,27 @@ _SLO_SERIES = {
     "slo:error_budget:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
     "slo:time_period:days": {"sloth_service", "sloth_slo", "sloth_id"},
     **{
-        f"slo:sli_error:ratio_rate{w}": {"sloth_service", "sloth_slo", "sloth_id", "sloth_window"}
+        f"slo:sli_error:ratio_rate{w}": {
+            "sloth_service",
+            "sloth_slo",
+            "sloth_id",
+            "sloth_window",
+            "job",
+        }
         for w in _SLO_WINDOWS
     },
+    # The rollback-trigger recordings (slos/release-regression.yaml), per job and release.
+    **{
+        name: {"job", "release", "release_window"}
+        for name in (
+            "slo:release_candidate:info",
+            "slo:release_validation_failure:ratio",
+            "slo:release_request_duration:p95",
+            "slo:release_cost_per_request:usd",
+        )
+    },
+    "slo:release_previous:info": {"job", "release", "release_window", "previous_release"},
+    "slo:release_error:ratio": {"job", "release", "release_window", "fault"},
 }
 
 

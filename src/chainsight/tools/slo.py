@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from chainsight.errors import ConfigurationError
+from chainsight.tools.slo_release import describe_releases, release_alert_names
 from chainsight.tools.slo_rules import (
     ALERT_WINDOWS,
     DEFAULT_RUNBOOK_BASE,
@@ -60,7 +61,6 @@ from chainsight.tools.slo_rules import (
     le_label,
     promql_matchers,
 )
-from chainsight.tools.slo_release import describe_releases, release_alert_names
 from chainsight.tools.slo_spec import SLO, EventsSLI, LatencySLI, SLOSpec, parse_spec
 
 __all__ = [

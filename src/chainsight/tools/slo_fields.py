@@ -66,7 +66,9 @@ def string(value: object, where: str, pattern: re.Pattern[str] | None = None) ->
 def number(value: object, where: str, *, minimum: float, example: str) -> float:
     """Return ``value`` as a float if it is a number not below ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise fail(where, f"expected a number of at least {minimum:g} such as {example}, got {value!r}")
+        raise fail(
+            where, f"expected a number of at least {minimum:g} such as {example}, got {value!r}"
+        )
     return float(value)
 
 

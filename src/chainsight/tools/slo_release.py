@@ -177,7 +177,11 @@ def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
     by = "sum by (job, release)"
     # Requests of a release with no ``release`` label on the family: joined through the
     # release gauge of the process (one release per process at a time).
-    per_release = "* on (job, instance) group_left (release) " + _RELEASE_INFO
+    # topk: one release gauge per target even while a replaced one is still fresh, so the join
+    # never fails with "many-to-many matching".
+    per_release = (
+        f"* on (job, instance) group_left (release) topk by (job, instance) (1, {_RELEASE_INFO})"
+    )
     rules: list[dict[str, Any]] = [
         {
             # Sample timestamps of the release gauge: the earliest is when the release started
@@ -206,7 +210,7 @@ def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
             # The busiest release that is not a candidate, named in ``previous_release``.
             "record": "slo:release_previous:info",
             "expr": (
-                'label_replace(\n  topk by (job) (1,\n    (slo:release_requests:rate * '
+                "label_replace(\n  topk by (job) (1,\n    (slo:release_requests:rate * "
                 f"{seconds} >= {spec.min_requests})\n"
                 "    unless on (job, release) slo:release_candidate:info\n  ) * 0 + 1,\n"
                 '  "previous_release", "$1", "release", "(.*)"\n)'
@@ -274,9 +278,8 @@ def _trigger_expr(key: str, record: str, trigger: Trigger) -> str:
         "max by (job, previous_release) (slo:release_previous:info)"
     )
     if key == "error_ratio":
-        expr = (
-            f'max without (fault) (label_replace(\n{expr},\n"fault_domain", "$1", "fault", "(.*)"\n))'
-        )
+        relabel = '"fault_domain", "$1", "fault", "(.*)"'
+        expr = f"max without (fault) (label_replace(\n{expr},\n{relabel}\n))"
     return expr
 
 
@@ -302,8 +305,13 @@ _SUMMARIES: Final = {
 }
 
 
+def _points(margin: float) -> str:
+    points = margin * 100
+    return f"{points:g} percentage point{'' if points == 1 else 's'}"
+
+
 def release_groups(spec: ReleaseSpec, runbook_base: str) -> list[dict[str, Any]]:
-    """The recording group and the alert group of the release-regression triggers."""
+    """The rule group of the release-regression triggers: recordings, then alerts."""
     alerts = []
     for key, (suffix, record, _, _, measures) in TRIGGERS.items():
         trigger = spec.triggers[key]
@@ -311,7 +319,7 @@ def release_groups(spec: ReleaseSpec, runbook_base: str) -> list[dict[str, Any]]
         margin = {
             "p95_seconds": f"{trigger.margin:g}s",
             "cost_per_request_usd": f"{trigger.margin:g} USD",
-        }.get(key, f"{trigger.margin * 100:g} percentage point{'' if trigger.margin == 0.01 else 's'}")
+        }.get(key, _points(trigger.margin))
         alertname = spec.alert_name + suffix
         alerts.append(
             {
@@ -332,7 +340,6 @@ def release_groups(spec: ReleaseSpec, runbook_base: str) -> list[dict[str, Any]]
                 },
             }
         )
-    return [
-        {"name": f"chainsight-release-recordings-{spec.service}", "rules": _recordings(spec)},
-        {"name": f"chainsight-release-alerts-{spec.service}", "rules": alerts},
-    ]
+    # One group: its rules run in order, so each alert reads this evaluation's recordings
+    # (separate groups run concurrently and could read the previous ones, or none).
+    return [{"name": f"chainsight-release-{spec.service}", "rules": [*_recordings(spec), *alerts]}]
