@@ -170,19 +170,11 @@ def describe_releases(spec: ReleaseSpec) -> str:
     )
 
 
-def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
-    """Per-(job, release) facts over the window, and which release is candidate and previous."""
+def _role_recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """Requests per (job, release), and which release is the candidate and the previous one."""
     w = spec.window
     seconds = duration_seconds(w)
-    by = "sum by (job, release)"
-    # Requests of a release with no ``release`` label on the family: joined through the
-    # release gauge of the process (one release per process at a time).
-    # topk: one release gauge per target even while a replaced one is still fresh, so the join
-    # never fails with "many-to-many matching".
-    per_release = (
-        f"* on (job, instance) group_left (release) topk by (job, instance) (1, {_RELEASE_INFO})"
-    )
-    rules: list[dict[str, Any]] = [
+    return [
         {
             # Sample timestamps of the release gauge: the earliest is when the release started
             # serving (or when this Prometheus started, for a release older than that).
@@ -194,7 +186,7 @@ def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
         },
         {
             "record": "slo:release_requests:rate",
-            "expr": f"{by} (rate({_REQUESTS}{{{_SERVED}}}[{w}]))",
+            "expr": f"sum by (job, release) (rate({_REQUESTS}{{{_SERVED}}}[{w}]))",
         },
         {
             "record": "slo:release_candidate:info",
@@ -216,6 +208,20 @@ def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
                 '  "previous_release", "$1", "release", "(.*)"\n)'
             ),
         },
+    ]
+
+
+def _value_recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """The four values the triggers compare, per (job, release) over the window."""
+    w = spec.window
+    by = "sum by (job, release)"
+    # Families with no ``release`` label take the release of the process through its release
+    # gauge (one release per process at a time). topk: one gauge per target even while a
+    # replaced one is still fresh, so the join never fails with "many-to-many matching".
+    per_release = (
+        f"* on (job, instance) group_left (release) topk by (job, instance) (1, {_RELEASE_INFO})"
+    )
+    return [
         {
             "record": "slo:release_error:ratio",
             "expr": (
@@ -248,8 +254,13 @@ def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
             ),
         },
     ]
+
+
+def _recordings(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """Every recording, labelled with the window it covers."""
+    rules = [*_role_recordings(spec), *_value_recordings(spec)]
     for rule in rules:
-        rule["labels"] = {"release_window": w}
+        rule["labels"] = {"release_window": spec.window}
     return rules
 
 
