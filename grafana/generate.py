@@ -804,9 +804,13 @@ def oncall_dashboard() -> JSON:
             "SLO burn rate",
             "How fast each SLO spends its error budget: 1 spends it exactly over the SLO period, "
             "14.4 spends a 30-day budget in about two days (the page threshold). From the rules "
-            "`chainsight slo` generates.",
+            "`chainsight slo` generates; they are per job, and the panel shows the fastest of "
+            "the selected jobs.",
             "short",
-            _target(f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BURN_RATE})", slo_legend),
+            _target(
+                f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BURN_RATE}{{{_re(JOB, '$job')}}})",
+                slo_legend,
+            ),
             thresholds=(("green", None), ("orange", 1), ("red", 14.4)),
             threshold_lines=True,
         ),
@@ -815,10 +819,14 @@ def oncall_dashboard() -> JSON:
     g.add(
         _stat(
             "Error budget left",
-            "Share of each SLO's error budget left in the current period. Below zero the SLO is "
-            "already missed.",
+            "Share of each SLO's error budget left in the current period, for the selected job "
+            "with the least left. Below zero the SLO is already missed.",
             "percentunit",
-            _target(f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BUDGET_REMAINING})", slo_legend),
+            _target(
+                f"min by ({SLO_SERVICE}, {SLO_NAME}) "
+                f"({SLO_BUDGET_REMAINING}{{{_re(JOB, '$job')}}})",
+                slo_legend,
+            ),
             thresholds=(("red", None), ("orange", 0.25), ("green", 0.5)),
             decimals=1,
         ),

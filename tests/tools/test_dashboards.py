@@ -127,9 +127,10 @@ _TARGET_LABELS = {"job", "instance"}
 # Sloth's recording rules as `chainsight slo` writes them, and Prometheus' own ALERTS series.
 _SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 _SLO_SERIES = {
-    "slo:current_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
-    "slo:period_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
-    "slo:period_error_budget_remaining:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
+    # The burn-rate and budget recordings are per job (the SLI ratios are `sum by (job)`).
+    "slo:current_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
+    "slo:period_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
+    "slo:period_error_budget_remaining:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
     "slo:objective:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
     "slo:error_budget:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
     "slo:time_period:days": {"sloth_service", "sloth_slo", "sloth_id"},
