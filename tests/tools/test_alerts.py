@@ -158,6 +158,24 @@ def test_every_alert_is_tested_firing_and_silent(alert: str) -> None:
             assert expected["exp_labels"]["severity"] == ALERTS[alert]["labels"]["severity"]
 
 
+@pytest.mark.parametrize(
+    "alert", sorted(a for a in ALERTS if not ALERTS[a]["expr"].startswith("absent("))
+)
+def test_every_alert_says_where_it_fired(alert: str) -> None:
+    # `job` is what every runbook's `chainsight triage --selector 'job="<job>"'` needs; an
+    # absent() alert has no series to take it from.
+    for case in _alert_tests():
+        if case["alertname"] != alert:
+            continue
+        for expected in case.get("exp_alerts") or []:
+            assert "job" in expected["exp_labels"], f"{alert} fires without a job label"
+            if ALERTS[alert]["labels"].get("severity") == "page":
+                assert (
+                    "fault_domain" in expected["exp_labels"]
+                    or "fault_domain" in (ALERTS[alert]["labels"])
+                ), f"{alert} pages without naming a fault domain"
+
+
 @pytest.mark.parametrize("alert", sorted(ALERTS))
 def test_every_alert_has_the_labels_and_annotations_on_call_needs(alert: str) -> None:
     rule = ALERTS[alert]
