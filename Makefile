@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## Real servers the integration tests use (Debian packages; we are root on these machines).
 servers:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v redis-server >/dev/null; then \
-		echo "installing prometheus and redis-server (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus redis-server >/dev/null; \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v redis-server >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+		echo "installing prometheus, prometheus-alertmanager and redis-server (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager redis-server >/dev/null; \
 	fi
 	@# The Debian packages start system services; the tests start their own on loopback instead.
-	@-systemctl stop prometheus prometheus-node-exporter redis-server >/dev/null 2>&1 || true
+	@-systemctl stop prometheus prometheus-alertmanager prometheus-node-exporter redis-server >/dev/null 2>&1 || true
 
 demo: $(STAMP_RUN)
 	$(BIN)/python -m chainsight demo

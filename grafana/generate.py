@@ -804,9 +804,13 @@ def oncall_dashboard() -> JSON:
             "SLO burn rate",
             "How fast each SLO spends its error budget: 1 spends it exactly over the SLO period, "
             "14.4 spends a 30-day budget in about two days (the page threshold). From the rules "
-            "`chainsight slo` generates.",
+            "`chainsight slo` generates; they are per job, and the panel shows the fastest of "
+            "the selected jobs.",
             "short",
-            _target(f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BURN_RATE})", slo_legend),
+            _target(
+                f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BURN_RATE}{{{_re(JOB, '$job')}}})",
+                slo_legend,
+            ),
             thresholds=(("green", None), ("orange", 1), ("red", 14.4)),
             threshold_lines=True,
         ),
@@ -815,10 +819,14 @@ def oncall_dashboard() -> JSON:
     g.add(
         _stat(
             "Error budget left",
-            "Share of each SLO's error budget left in the current period. Below zero the SLO is "
-            "already missed.",
+            "Share of each SLO's error budget left in the current period, for the selected job "
+            "with the least left. Below zero the SLO is already missed.",
             "percentunit",
-            _target(f"max by ({SLO_SERVICE}, {SLO_NAME}) ({SLO_BUDGET_REMAINING})", slo_legend),
+            _target(
+                f"min by ({SLO_SERVICE}, {SLO_NAME}) "
+                f"({SLO_BUDGET_REMAINING}{{{_re(JOB, '$job')}}})",
+                slo_legend,
+            ),
             thresholds=(("red", None), ("orange", 0.25), ("green", 0.5)),
             decimals=1,
         ),
@@ -1148,6 +1156,74 @@ def cost_dashboard() -> JSON:
 
 # --- The releases dashboard -----------------------------------------------------------------
 
+# The rollback-trigger recordings written by `chainsight slo generate slos/release-regression.yaml`
+# (per job and release): the candidate, the previous release and the four compared values.
+RELEASE_CANDIDATE: Final = "slo:release_candidate:info"
+RELEASE_PREVIOUS: Final = "slo:release_previous:info"
+RELEASE_TRIGGERS: Final = (
+    ("slo:release_validation_failure:ratio", "validation failures"),
+    ("slo:release_error:ratio", "error ratio"),
+    ("slo:release_request_duration:p95", "p95 (s)"),
+    ("slo:release_cost_per_request:usd", "USD per request"),
+)
+
+
+def _rollback_row(g: _Grid) -> None:
+    """Candidate and previous release of each job, side by side on the rollback triggers."""
+    job = _re(JOB, "$job")
+    roles = (
+        f'label_replace({RELEASE_CANDIDATE}{{{job}}}, "role", "candidate", "", "") or '
+        f'label_replace(max without (previous_release) ({RELEASE_PREVIOUS}{{{job}}}), "role", '
+        '"previous", "", "")'
+    )
+    targets = []
+    for record, title in RELEASE_TRIGGERS:
+        value = f"{record}{{{job}}}"
+        if record == "slo:release_error:ratio":
+            value = f"sum by ({JOB}, {n.L_RELEASE}) ({value})"
+        else:
+            value = f"max by ({JOB}, {n.L_RELEASE}) ({value})"
+        targets.append(
+            _target(
+                f"{value} * on ({JOB}, {n.L_RELEASE}) group_left (role) ({roles})",
+                title,
+                instant=True,
+                table=True,
+            )
+        )
+    g.row("Candidate vs previous release (rollback triggers)")
+    g.add(
+        _panel(
+            "table",
+            "Candidate vs previous release",
+            "For each job, the candidate release (first seen after the job's oldest one) and the "
+            "previous release, on the values the rollback-trigger alerts compare over their "
+            "window (30m by default): validation failure ratio, error ratio, p95 request latency "
+            "and cost per request. Empty until both have served the minimum traffic; needs the "
+            "rules from slos/release-regression.yaml.",
+            "none",
+            targets,
+            options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+            extra={
+                "transformations": [
+                    {"id": "merge", "options": {}},
+                    {
+                        "id": "organize",
+                        "options": {
+                            "excludeByName": {"Time": True},
+                            "renameByName": {
+                                f"Value #{chr(ord('A') + i)}": title
+                                for i, (_, title) in enumerate(RELEASE_TRIGGERS)
+                            },
+                        },
+                    },
+                ]
+            },
+        ),
+        24,
+        7,
+    )
+
 
 def releases_dashboard() -> JSON:
     """*AI chain — releases*: latency, errors, cost and validation side by side by release."""
@@ -1286,6 +1362,7 @@ def releases_dashboard() -> JSON:
         ),
         24,
     )
+    _rollback_row(g)
     return _dashboard(
         "chainsight-releases",
         "AI chain — releases",

@@ -132,7 +132,7 @@ def require_binary(name: str) -> str:
     message = (
         f"SKIPPED LOUDLY: the real-server binary {name!r} is not on PATH "
         f"(PATH={os.environ.get('PATH', '')!r}); install it with `make servers` "
-        "(apt-get install prometheus redis-server)"
+        "(apt-get install prometheus prometheus-alertmanager redis-server)"
     )
     if _ci():
         pytest.fail(f"{message}; CI is set, so a missing binary is a failure", pytrace=False)

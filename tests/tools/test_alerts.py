@@ -68,6 +68,7 @@ def test_the_shipped_alerts_are_all_there() -> None:
         "ChainsightValidationFailureSpike",
         "ChainsightFallbackRateHigh",
         "ChainsightCostSpendAnomaly",
+        "ChainsightCostPerRequestSpike",
         "ChainsightBudgetSoftThreshold",
         "ChainsightSpanExportFailing",
         "ChainsightLabelOverflow",
@@ -79,7 +80,20 @@ def test_the_shipped_alerts_are_all_there() -> None:
         for name in slo.alert_names(s)
     }
     assert len(generated) == 6
-    assert set(ALERTS) == targeted | generated
+    rollback = {
+        name
+        for spec in sorted((ROOT / "slos").glob("*.yaml"))
+        for releases in [slo.load_spec(spec).releases]
+        if releases is not None
+        for name in slo.release_alert_names(releases)
+    }
+    assert rollback == {
+        "ChainsightReleaseValidationRegression",
+        "ChainsightReleaseErrorRegression",
+        "ChainsightReleaseLatencyRegression",
+        "ChainsightReleaseCostRegression",
+    }
+    assert set(ALERTS) == targeted | generated | rollback
 
 
 @pytest.mark.integration
@@ -142,6 +156,24 @@ def test_every_alert_is_tested_firing_and_silent(alert: str) -> None:
             # promtool compares annotations in full, so listing all three pins their text.
             assert set(expected["exp_annotations"]) == {"summary", "description", "runbook_url"}
             assert expected["exp_labels"]["severity"] == ALERTS[alert]["labels"]["severity"]
+
+
+@pytest.mark.parametrize(
+    "alert", sorted(a for a in ALERTS if not ALERTS[a]["expr"].startswith("absent("))
+)
+def test_every_alert_says_where_it_fired(alert: str) -> None:
+    # `job` is what every runbook's `chainsight triage --selector 'job="<job>"'` needs; an
+    # absent() alert has no series to take it from.
+    for case in _alert_tests():
+        if case["alertname"] != alert:
+            continue
+        for expected in case.get("exp_alerts") or []:
+            assert "job" in expected["exp_labels"], f"{alert} fires without a job label"
+            if ALERTS[alert]["labels"].get("severity") == "page":
+                assert (
+                    "fault_domain" in expected["exp_labels"]
+                    or "fault_domain" in (ALERTS[alert]["labels"])
+                ), f"{alert} pages without naming a fault domain"
 
 
 @pytest.mark.parametrize("alert", sorted(ALERTS))

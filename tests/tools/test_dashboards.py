@@ -127,16 +127,35 @@ _TARGET_LABELS = {"job", "instance"}
 # Sloth's recording rules as `chainsight slo` writes them, and Prometheus' own ALERTS series.
 _SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 _SLO_SERIES = {
-    "slo:current_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
-    "slo:period_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
-    "slo:period_error_budget_remaining:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
+    # The burn-rate and budget recordings are per job (the SLI ratios are `sum by (job)`).
+    "slo:current_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
+    "slo:period_burn_rate:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
+    "slo:period_error_budget_remaining:ratio": {"sloth_service", "sloth_slo", "sloth_id", "job"},
     "slo:objective:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
     "slo:error_budget:ratio": {"sloth_service", "sloth_slo", "sloth_id"},
     "slo:time_period:days": {"sloth_service", "sloth_slo", "sloth_id"},
     **{
-        f"slo:sli_error:ratio_rate{w}": {"sloth_service", "sloth_slo", "sloth_id", "sloth_window"}
+        f"slo:sli_error:ratio_rate{w}": {
+            "sloth_service",
+            "sloth_slo",
+            "sloth_id",
+            "sloth_window",
+            "job",
+        }
         for w in _SLO_WINDOWS
     },
+    # The rollback-trigger recordings (slos/release-regression.yaml), per job and release.
+    **{
+        name: {"job", "release", "release_window"}
+        for name in (
+            "slo:release_candidate:info",
+            "slo:release_validation_failure:ratio",
+            "slo:release_request_duration:p95",
+            "slo:release_cost_per_request:usd",
+        )
+    },
+    "slo:release_previous:info": {"job", "release", "release_window", "previous_release"},
+    "slo:release_error:ratio": {"job", "release", "release_window", "fault"},
 }
 
 

@@ -303,6 +303,118 @@ def test_duplicate_slo_names_are_refused() -> None:
         slo.parse_spec(spec)
 
 
+# --- pages that say where, alerts that do not cry wolf, rollback triggers ------------------------
+
+
+def test_burn_alerts_are_per_job_with_a_traffic_floor_and_a_for() -> None:
+    rules = _rules(_with(AVAILABILITY, "slos.0.alerting", {"page_for": "30s", "min_events": 50}))
+    page = rules["SupportBotAnswersBudgetBurnPage"]
+    ticket = rules["SupportBotAnswersBudgetBurnTicket"]
+    assert page["for"] == "30s"
+    assert ticket["for"] == "15m"
+    assert "sum by (job) (rate(" in rules["slo:sli_error:ratio_rate5m"]["expr"]
+    # Each pair needs the floor in its long window (1h = 3600 s, 6h = 21600 s).
+    assert "[1h])) * 3600 >= 50" in page["expr"]
+    assert "[6h])) * 21600 >= 50" in page["expr"]
+    assert "[3d])) * 259200 >= 50" in ticket["expr"]
+    # The sloth labels are static: the alert's series carries job and fault_domain instead.
+    assert page["labels"]["sloth_id"] == "support-bot-answers"
+
+
+def test_an_events_slo_on_requests_names_the_failing_domain() -> None:
+    page = _rules(AVAILABILITY)["SupportBotAnswersBudgetBurnPage"]
+    assert page["expr"].startswith("topk by (job) (1,")
+    assert '"fault_domain", "$1", "fault", "(.*)"' in page["expr"]
+    assert "{{ $labels.fault_domain }} faults failed" in page["annotations"]["description"]
+    assert "{{ $labels.job }}" in page["annotations"]["description"]
+
+
+def test_a_fixed_fault_domain_or_a_latency_sli_keeps_the_burn_expression() -> None:
+    fixed = _with(AVAILABILITY, "slos.0.alerting", {"labels": {"fault_domain": "provider"}})
+    for spec in (fixed, LATENCY):
+        for rule in _rules(spec).values():
+            if rule.get("alert", "").endswith("BudgetBurnPage"):
+                assert rule["expr"].startswith("(\n  max(slo:sli_error:ratio_rate5m")
+
+
+RELEASES: dict[str, Any] = {"service": "support-bot", "releases": {}}
+
+
+def test_a_releases_section_alone_generates_the_rollback_triggers() -> None:
+    spec = slo.parse_spec(RELEASES)
+    assert spec.slos == ()
+    assert spec.releases is not None
+    assert slo.release_alert_names(spec.releases) == (
+        "SupportBotReleaseValidationRegression",
+        "SupportBotReleaseErrorRegression",
+        "SupportBotReleaseLatencyRegression",
+        "SupportBotReleaseCostRegression",
+    )
+    rules = _rules(RELEASES)
+    error = rules["SupportBotReleaseErrorRegression"]
+    assert error["for"] == "10m"
+    assert error["labels"] == {"severity": "ticket", "trigger": "rollback"}
+    assert "(2.0 * (" in error["expr"]
+    assert "+ 0.01)" in error["expr"]
+    # The floor: 100 requests in 30m (1800 s) on the candidate and on the previous release.
+    assert "slo:release_requests:rate * 1800 >= 100" in rules["slo:release_candidate:info"]["expr"]
+    assert "slo:release_requests:rate * 1800 >= 100" in rules["slo:release_previous:info"]["expr"]
+    assert "[1d:1m]" in rules["slo:release_first_seen:timestamp"]["expr"]
+    # Recordings and alerts share one group: its rules run in order.
+    groups = slo.generate_rules(slo.parse_spec(RELEASES))["groups"]
+    assert len(groups) == 1
+
+
+def test_release_triggers_take_their_settings_from_the_spec() -> None:
+    spec = {
+        "service": "bot",
+        "releases": {
+            "window": "1h",
+            "min_requests": 500,
+            "for": "5m",
+            "alerting": {"name": "BotCanary"},
+            "triggers": {"p95_seconds": {"factor": 2, "margin": 0.5}},
+        },
+    }
+    rules = _rules(spec)
+    latency = rules["BotCanaryLatencyRegression"]
+    assert latency["for"] == "5m"
+    assert "(2.0 * max by (job)" in latency["expr"]
+    assert "+ 0.5)" in latency["expr"]
+    assert "[1h]" in rules["slo:release_requests:rate"]["expr"]
+    assert "* 3600 >= 500" in rules["slo:release_candidate:info"]["expr"]
+
+
+def test_cli_validate_describes_the_rollback_triggers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["validate", str(ROOT / "slos" / "release-regression.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "candidate vs previous over 30m, at least 100 requests each" in out
+    assert "ChainsightReleaseValidationRegression at 2x+0.02" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"service": "x"}, "missing key(s) ['slos']"),
+        ({"service": "x", "releases": {"window": "soon"}}, "does not match"),
+        ({"service": "x", "releases": {"min_requests": 0}}, "at least 1"),
+        ({"service": "x", "releases": {"min_requests": 10.5}}, "whole number"),
+        ({"service": "x", "releases": {"triggers": {"latency": {}}}}, "unknown key(s) ['latency']"),
+        (
+            {"service": "x", "releases": {"triggers": {"error_ratio": {"factor": 0.5}}}},
+            "at least 1",
+        ),
+        ({"service": "x", "releases": {"alerting": {"name": "bad-name"}}}, "does not match"),
+        (_with(AVAILABILITY, "slos.0.alerting", {"min_events": 0}), "at least 1"),
+        (_with(AVAILABILITY, "slos.0.alerting", {"page_for": "2 minutes"}), "does not match"),
+    ],
+)
+def test_bad_alerting_and_release_settings_are_refused(spec: object, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        slo.parse_spec(spec, source="spec.yaml")
+    assert message in str(info.value)
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 

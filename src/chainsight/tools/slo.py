@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from chainsight.errors import ConfigurationError
+from chainsight.tools.slo_release import describe_releases, release_alert_names
 from chainsight.tools.slo_rules import (
     ALERT_WINDOWS,
     DEFAULT_RUNBOOK_BASE,
@@ -78,6 +79,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "promql_matchers",
+    "release_alert_names",
     "render_rules",
     "run",
 ]
@@ -170,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         if args.slo_command == "validate":
             for slo in spec.slos:
                 print(describe(slo))
+            if spec.releases is not None:
+                print(describe_releases(spec.releases))
             return 0
         text = render_rules(spec, source=args.spec, runbook_base=args.runbook_base)
         if args.output is None:

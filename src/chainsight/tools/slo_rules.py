@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
 
+from chainsight import _names as n
+from chainsight.tools.slo_release import release_groups
 from chainsight.tools.slo_spec import SLO, EventsSLI, LatencySLI, SLOSpec
 
 __all__ = [
@@ -143,17 +145,19 @@ def _selectors(sli: EventsSLI | LatencySLI) -> tuple[str, str, str]:
 
 def _sli_expr(sli: EventsSLI | LatencySLI, window: str) -> str:
     first, total, _ = _selectors(sli)
+    # Per job, so that an alert carries the `job` its runbook's triage command selects on.
     # `>= 0` drops the NaN of an idle window (0/0): no sample instead of a NaN that would poison
-    # the period average. `or vector(0)`: prometheus-client creates the bad series only at the
-    # first bad event, and a missing numerator must read as "no errors", not as "no data".
+    # the period average. The `or 0 * ...` arm: prometheus-client creates the bad series only at
+    # the first bad event, and a missing numerator must read as "no errors", not as "no data".
     if isinstance(sli, EventsSLI):
         return (
-            f"(\n  (sum(rate({first}[{window}])) or vector(0))\n  /\n"
-            f"  sum(rate({total}[{window}]))\n) >= 0"
+            f"(\n  (\n    sum by (job) (rate({first}[{window}]))\n    or\n"
+            f"    0 * sum by (job) (rate({total}[{window}]))\n  )\n  /\n"
+            f"  sum by (job) (rate({total}[{window}]))\n) >= 0"
         )
     return (
-        f"(\n  1 - (\n    sum(rate({first}[{window}]))\n    /\n"
-        f"    sum(rate({total}[{window}]))\n  )\n) >= 0"
+        f"(\n  1 - (\n    sum by (job) (rate({first}[{window}]))\n    /\n"
+        f"    sum by (job) (rate({total}[{window}]))\n  )\n) >= 0"
     )
 
 
@@ -191,15 +195,25 @@ def _bad_definition(slo: SLO) -> str:
     return f"bad: {rules}"
 
 
-def _burn_alert(
-    slo: SLO,
-    alertname: str,
-    severity: str,
-    pairs: tuple[tuple[float, str, str], tuple[float, str, str]],
-    runbook_base: str,
-) -> dict[str, Any]:
+def _names_domain(slo: SLO) -> bool:
+    """Whether the alert can name the fault domain from the data (the SLI's bad events carry
+    ``fault``) rather than from a fixed ``fault_domain`` label of the spec."""
+    return (
+        isinstance(slo.sli, EventsSLI)
+        and slo.sli.metric == f"{n.M_REQUESTS}_total"
+        and "fault_domain" not in slo.alert_labels
+    )
+
+
+def _seconds(window: str) -> int:
+    return int(window[:-1]) * {"m": 60, "h": 3600, "d": 86400}[window[-1]]
+
+
+def _burn_expr(slo: SLO, pairs: tuple[tuple[float, str, str], tuple[float, str, str]]) -> str:
+    """Either pair burning, each with a floor of events in its long window."""
     ids = _ids(slo)
     budget = _fmt(slo.error_budget)
+    _, total, _ = _selectors(slo.sli)
     clauses = []
     for factor, short, long in pairs:
         clauses.append(
@@ -209,24 +223,70 @@ def _burn_alert(
             "  and\n"
             f"  max(slo:sli_error:ratio_rate{long}{{{ids}}} > ({_fmt(factor)} * {budget}))"
             " without (sloth_window)\n"
+            "  and on (job)\n"
+            f"  sum by (job) (rate({total}[{long}])) * {_seconds(long)} >= {slo.min_events}\n"
             ")"
         )
+    return "\nor\n".join(clauses)
+
+
+def _burn_alert(
+    slo: SLO,
+    alertname: str,
+    severity: str,
+    pairs: tuple[tuple[float, str, str], tuple[float, str, str]],
+    runbook_base: str,
+) -> dict[str, Any]:
     (f1, s1, l1), (f2, s2, l2) = pairs
     speed = "fast" if severity == "page" else "steadily"
-    labels = {**slo.alert_labels, "severity": severity, "sloth_severity": severity}
+    labels = {
+        **slo.alert_labels,
+        "severity": severity,
+        "sloth_severity": severity,
+        "sloth_id": slo.sloth_id,
+        "sloth_service": slo.service,
+        "sloth_slo": slo.name,
+    }
+    burning = _burn_expr(slo, pairs)
+    rule = (
+        f"Burn rate above {f1:g}x over {s1} and {l1}, or above {f2:g}x over {s2} and {l2}, "
+        f"with at least {slo.min_events} events in the long window."
+    )
+    if _names_domain(slo):
+        first, total, _ = _selectors(slo.sli)
+        # The longer short window: whichever pair burns, its errors fall inside it.
+        window = max(s1, s2, key=_seconds)
+        # The domain with the most errors, as the error ratio it alone causes: the page says
+        # where to look, and `job` is what the runbook's triage command selects on.
+        expr = (
+            "topk by (job) (1,\n  sum by (job, fault_domain) (\n"
+            f'    label_replace(rate({first}[{window}]), "fault_domain", "$1", "fault", "(.*)")\n'
+            f"  )\n)\n/ on (job) group_left ()\nsum by (job) (rate({total}[{window}]))\n"
+            f"and on (job)\n(\n{burning}\n)"
+        )
+        description = (
+            f"{{{{ $labels.fault_domain }}}} faults failed {{{{ $value | humanizePercentage }}}} "
+            f"of requests in {{{{ $labels.job }}}} over the last {window}, more than any other "
+            f"fault domain ({_bad_definition(slo)}); the objective is {_pct(slo.objective)}% "
+            f"over {slo.window_days}d (error budget {_pct(slo.error_budget * 100)}%). {rule} "
+            f"SLO: {slo.description}"
+        )
+    else:
+        expr = burning
+        description = (
+            f"Error ratio {{{{ $value | humanizePercentage }}}} over the short window in "
+            f"{{{{ $labels.job }}}} ({_bad_definition(slo)}); the objective is "
+            f"{_pct(slo.objective)}% over {slo.window_days}d (error budget "
+            f"{_pct(slo.error_budget * 100)}%). {rule} SLO: {slo.description}"
+        )
     return {
         "alert": alertname,
-        "expr": "\nor\n".join(clauses),
+        "expr": expr,
+        "for": slo.page_for if severity == "page" else slo.ticket_for,
         "labels": labels,
         "annotations": {
             "summary": f"SLO {slo.service}/{slo.name} is burning its error budget {speed}",
-            "description": (
-                f"Error ratio {{{{ $value | humanizePercentage }}}} over the short window "
-                f"({_bad_definition(slo)}); the objective is {_pct(slo.objective)}% over "
-                f"{slo.window_days}d (error budget {_pct(slo.error_budget * 100)}%). "
-                f"Burn rate above {f1:g}x over {s1} and {l1}, or above {f2:g}x over {s2} and "
-                f"{l2}. SLO: {slo.description}"
-            ),
+            "description": description,
             "runbook_url": f"{runbook_base.rstrip('/')}/{alertname}.md",
         },
     }
@@ -375,6 +435,8 @@ def generate_rules(
     groups: list[dict[str, Any]] = []
     for slo in spec.slos:
         groups.extend(_slo_groups(slo, runbook_base))
+    if spec.releases is not None:
+        groups.extend(release_groups(spec.releases, runbook_base))
     return {"groups": groups}
 
 
