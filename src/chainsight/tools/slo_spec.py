@@ -48,6 +48,7 @@ _GEN_AI_LABELS: Final = frozenset(
         n.L_GEN_AI_OPERATION_NAME,
         n.L_GEN_AI_PROVIDER_NAME,
         n.L_GEN_AI_REQUEST_MODEL,
+        n.L_GEN_AI_RESPONSE_MODEL,
         n.L_GEN_AI_ERROR_TYPE,
     }
 )
