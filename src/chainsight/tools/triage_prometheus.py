@@ -25,14 +25,19 @@ from typing import Any, Final
 
 from chainsight import _names as n
 from chainsight.errors import TriageError
+from chainsight.export.metric_families import StageDuration
 from chainsight.tools.triage_analysis import MIN_REQUESTS, Report, analyse
 from chainsight.tools.triage_figures import (
     FAILED_OUTCOMES,
+    REQUEST_KIND,
     BucketLatency,
     Period,
+    ReleaseFigures,
     Tally,
     domain_of_kind,
 )
+from chainsight.tools.triage_next import resolution_note
+from chainsight.tools.triage_releases import MAX_RELEASES, parse_release_id
 from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
 __all__ = ["from_prometheus"]
@@ -199,6 +204,7 @@ def _prometheus_period(client: _Prometheus, selector: str, at: float, window: fl
     period = Period()
     increases = _Increases(client, selector, at, window)
     _fill_requests(period, increases)
+    _fill_release_figures(period, increases)
     _fill_stage_errors(period, increases)
     _fill_provider_components(period, increases)
     _fill_fallbacks(period, increases)
@@ -207,12 +213,65 @@ def _prometheus_period(client: _Prometheus, selector: str, at: float, window: fl
 
 
 def _fill_requests(period: Period, increases: _Increases) -> None:
-    """Requests finished, and those that failed, by the fault domain of the request."""
-    for labels, value in increases.by(n.M_REQUESTS + "_total", (n.L_FAULT, n.L_OUTCOME)):
+    """Requests finished, those that failed or fell back by the fault domain of the request,
+    and the same by release."""
+    labels_by = (n.L_FAULT, n.L_OUTCOME, n.L_RELEASE)
+    for labels, value in increases.by(n.M_REQUESTS + "_total", labels_by):
         period.requests += value
+        release = _release(period, labels.get(n.L_RELEASE) or "unknown")
+        if release is not None:
+            release.requests += value
         fault = labels.get(n.L_FAULT)
-        if labels.get(n.L_OUTCOME) in FAILED_OUTCOMES and fault in n.FAULTS:
-            period.affected[fault] += value
+        outcome = labels.get(n.L_OUTCOME)
+        if outcome not in FAILED_OUTCOMES or fault not in n.FAULTS:
+            continue
+        period.affected[fault] += value
+        (period.failed if outcome == n.OUTCOME_ERROR else period.degraded)[fault] += value
+        if release is not None:
+            release.affected[fault] += value
+            if outcome == n.OUTCOME_ERROR:
+                release.failed[fault] += value
+                if fault == n.FAULT_MODEL:
+                    # The requests whose answer the model domain failed: validation failures
+                    # for the most part (the stage metrics carry no release).
+                    release.validation_failures += value
+
+
+def _release(period: Period, release: str) -> ReleaseFigures | None:
+    """The figures of ``release`` in ``period``, made on first use (bounded in number)."""
+    figures = period.releases.get(release)
+    if figures is None and len(period.releases) < MAX_RELEASES:
+        figures = ReleaseFigures(release, parse_release_id(release), latency=BucketLatency())
+        period.releases[release] = figures
+    return figures
+
+
+def _fill_release_figures(period: Period, increases: _Increases) -> None:
+    """Request latency by release, and cost per release through ``chainsight_release_info``.
+
+    The cost histogram carries no release: it is joined on ``job`` and ``instance`` with the
+    release each target reports now, as the release dashboard does, so a target that changed
+    release within the window counts all of its cost on the new one.
+    """
+    buckets = increases.by(n.M_REQUEST_DURATION + "_bucket", (n.L_RELEASE, "le"))
+    for labels, value in buckets:
+        figures = period.releases.get(labels.get(n.L_RELEASE) or "unknown")
+        bound = _le(labels.get("le", "+Inf"))
+        if figures is not None and bound is not None and isinstance(figures.latency, BucketLatency):
+            figures.latency.add(bound, value)
+    cost = (
+        f"sum by ({n.L_RELEASE}) (increase({n.M_REQUEST_COST_USD}_sum{{{increases.selector}}}"
+        f"[{format_duration(increases.window)}]) * on (job, instance) group_left "
+        f"({n.L_RELEASE}) topk by (job, instance) (1, {n.M_RELEASE_INFO}_info))"
+    )
+    try:
+        samples = increases.client.query(cost, increases.at)
+    except TriageError:
+        return  # the cost column is a courtesy: without it the verdict stands
+    for labels, value in samples:
+        figures = period.releases.get(labels.get(n.L_RELEASE) or "unknown")
+        if figures is not None:
+            figures.cost_usd = (figures.cost_usd or 0.0) + value
 
 
 def _fill_stage_errors(period: Period, increases: _Increases) -> None:
@@ -241,6 +300,12 @@ def _fill_stage_errors(period: Period, increases: _Increases) -> None:
         period.stages[fault] = Tally({top_stage: top_count})
         period.errors[fault] = top_count
         period.affected[fault] = max(by_fault_request[fault], top_count)
+        # Stage failures past the requests that failed or fell back with this fault were
+        # retried or handled: the metrics cannot tell a retry that failed again from one that
+        # recovered, so this is an upper bound (the span file counts them exactly).
+        seen = period.failed[fault] + period.degraded[fault]
+        period.absorbed_failures[fault] = max(0.0, top_count - seen)
+        period.absorbed[fault] = min(period.absorbed_failures[fault], period.requests)
         period.error_types[fault] = per_type[(fault, top_stage)]
         if fault in (n.FAULT_VECTOR_STORE, n.FAULT_PROVIDER) and systems[(fault, top_stage)]:
             period.components[fault] = systems[(fault, top_stage)]
@@ -264,11 +329,41 @@ def _fill_provider_components(period: Period, increases: _Increases) -> None:
 
 
 def _fill_fallbacks(period: Period, increases: _Increases) -> None:
-    """Fallbacks by the domain of the stage that fell back; each touched a request."""
-    for labels, value in increases.by(n.M_FALLBACKS + "_total", (n.L_KIND,)):
-        domain = domain_of_kind(labels.get(n.L_KIND, ""))
+    """Fallbacks by the domain of what failed, and the stages that fell back.
+
+    A stage's fallback belongs to the domain of its kind. A request-level ``fallback()``
+    (``kind="request"``) carries the fault of the failure it replaced on the request:
+    ``chainsight_requests_total{outcome="degraded", fault=...}``. Those degraded requests that
+    stage-level fallbacks do not explain are its; what is left, a fallback with no failure
+    recorded, is the app's.
+    """
+    on_request: Tally = Tally()
+    for labels, value in increases.by(n.M_FALLBACKS + "_total", (n.L_STAGE, n.L_KIND)):
+        stage, kind = labels.get(n.L_STAGE, ""), labels.get(n.L_KIND, "")
+        if kind == REQUEST_KIND:
+            on_request[stage] += value
+            continue
+        domain = domain_of_kind(kind)
         period.fallbacks[domain] += value
-        period.affected[domain] = max(period.affected[domain], period.fallbacks[domain])
+        period.fallback_stages[domain][stage] += value
+    left = sum(on_request.values())
+    request_stage = _top_name(on_request)
+    for fault in sorted(n.FAULTS, key=lambda f: -period.degraded[f]):
+        share = min(max(0.0, period.degraded[fault] - period.fallbacks[fault]), left)
+        if share > 0:
+            period.fallbacks[fault] += share
+            period.fallback_stages[fault][request_stage] += share
+            left -= share
+    if left > 0:
+        period.fallbacks[n.FAULT_APP] += left
+        period.fallback_stages[n.FAULT_APP][request_stage] += left
+    for domain, count in period.fallbacks.items():
+        period.affected[domain] = max(period.affected[domain], count)
+
+
+def _top_name(tally: Tally) -> str:
+    ranked = tally.most_common(1)
+    return ranked[0][0] if ranked else ""
 
 
 def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
@@ -353,7 +448,7 @@ def from_prometheus(
             "--window or check that the app is receiving requests"
         )
     before = _prometheus_period(client, selector, when - window, baseline)
-    return analyse(
+    report = analyse(
         now,
         before,
         source=f"prometheus {client.name}",
@@ -361,3 +456,23 @@ def from_prometheus(
         window_seconds=window,
         baseline_seconds=baseline,
     )
+    report.notes += _resolution_notes(report, now, before)
+    return report
+
+
+def _resolution_notes(report: Report, now: Period, before: Period) -> list[str]:
+    """Where the latency buckets are too coarse to tell the change p95 shows (no signal)."""
+    notes = []
+    for domain, figures in report.domains.items():
+        if "latency" in figures.signals:
+            continue
+        dist, base = now.latency.get(domain), before.latency.get(domain)
+        note = resolution_note(
+            domain,
+            dist if isinstance(dist, BucketLatency) else None,
+            base if isinstance(base, BucketLatency) else None,
+            StageDuration.buckets,
+        )
+        if note is not None:
+            notes.append(note)
+    return notes
