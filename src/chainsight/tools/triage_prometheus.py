@@ -179,7 +179,19 @@ def _le(text: str) -> float | None:
 
 
 def _increase(metric: str, by: Sequence[str], selector: str, window: float) -> str:
-    return f"sum by ({', '.join(by)}) (increase({metric}{{{selector}}}[{format_duration(window)}]))"
+    """What ``metric`` counted in the window, by ``by``, including the first count of a series
+    born in it.
+
+    chainsight creates a series when a label combination first occurs (the first provider
+    error of a run), and ``increase()`` cannot see the count a series was born with: from a
+    series whose samples read 1, 1, 1 it gives 0. A series that did not exist at the window's
+    start (no sample in the 5 minutes before it) has counted from zero, so its first value is
+    added to its increase.
+    """
+    series, span = f"{metric}{{{selector}}}", format_duration(window)
+    born = f"(min_over_time({series}[{span}]) unless last_over_time({series}[5m] offset {span}))"
+    grown = f"increase({series}[{span}])"
+    return f"sum by ({', '.join(by)}) (({grown} + {born}) or {grown})"
 
 
 _GENAI_BY: Final = (n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL)
@@ -371,7 +383,10 @@ def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
     latency: dict[str, BucketLatency] = {}
     by_stage: dict[str, dict[str, BucketLatency]] = defaultdict(dict)
     by_component: dict[str, BucketLatency] = {}
-    stage_buckets = increases.by(n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, "le"))
+    by_system: dict[str, BucketLatency] = {}
+    stage_buckets = increases.by(
+        n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, n.L_SYSTEM, "le")
+    )
     for labels, value in stage_buckets:
         domain = domain_of_kind(labels.get(n.L_KIND, ""))
         bound = _le(labels.get("le", "+Inf"))
@@ -379,13 +394,19 @@ def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
             continue
         latency.setdefault(domain, BucketLatency()).add(bound, value)
         by_stage[domain].setdefault(labels.get(n.L_STAGE, ""), BucketLatency()).add(bound, value)
+        if domain == n.FAULT_VECTOR_STORE and labels.get(n.L_SYSTEM):
+            # The stage metrics name the vector store by its system: the component of a slow one.
+            by_system.setdefault(labels[n.L_SYSTEM], BucketLatency()).add(bound, value)
     genai_buckets = increases.by(n.M_GEN_AI_OPERATION_DURATION + "_bucket", (*_GENAI_BY, "le"))
     for labels, value in genai_buckets:
         bound = _le(labels.get("le", "+Inf"))
         if bound is not None:
             by_component.setdefault(_genai_component(labels), BucketLatency()).add(bound, value)
     period.latency, period.stage_latency = latency, by_stage
-    period.component_latency = {n.FAULT_PROVIDER: by_component}
+    period.component_latency = {
+        n.FAULT_PROVIDER: by_component,
+        n.FAULT_VECTOR_STORE: by_system,
+    }
 
 
 def _pick_stage(stages: Mapping[str, float], kinds: Mapping[str, str], domain: str) -> str:
