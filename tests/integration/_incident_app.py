@@ -19,7 +19,7 @@ protocols (OpenAI chat completions, Qdrant's ``points/query``) and injects the i
 Run: ``python -m tests.integration._incident_app SCENARIO --spans F --metrics-port P
 --truth T --healthy S --fault S --rps R``. The truth file holds what users really got.
 
-The world answers slowly (a model call 0.5-0.8 s, a search 60-120 ms) so that the event loop's
+The world answers slowly (a model call 1.0-1.4 s, a search 250-400 ms) so that the event loop's
 lag on a busy machine, which every span's duration includes, stays small beside it.
 """
 
@@ -63,11 +63,11 @@ class Plan:
 
     def provider_delay(self) -> float:
         slow = 2.4 if self.active and self.scenario == "slow" else 1.0
-        return (0.5 + 0.3 * self.roll()) * slow
+        return (1.0 + 0.4 * self.roll()) * slow
 
     def vector_delay(self) -> float:
         slow = 5.0 if self.active and self.scenario == "long" else 1.0
-        return (0.06 + 0.06 * self.roll()) * slow
+        return (0.25 + 0.15 * self.roll()) * slow
 
     def provider_fails(self, user: str) -> bool:
         """503 or not; in ``retries`` a user whose call failed fails again half of the time."""

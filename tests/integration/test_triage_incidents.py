@@ -32,7 +32,7 @@ from tests.integration._servers import PrometheusServer, free_port, require_bina
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 # Six apps at once on a busy 2-core machine: modest traffic keeps their event loops on time.
-RPS = 10
+RPS = 8
 # scenario -> (healthy seconds, incident seconds)
 SCHEDULE: dict[str, tuple[float, float]] = {
     "healthy": (24, 12),
