@@ -37,12 +37,15 @@ RPS = 8
 SCHEDULE: dict[str, tuple[float, float]] = {
     "healthy": (24, 12),
     "release": (24, 12),
-    "retries": (24, 12),
+    # 8 % of calls fail and half the retries recover: a small incident needs more traffic for
+    # its onset to stand out (RPS_OF below).
+    "retries": (24, 24),
     # The incident lasts two thirds of the run: far past the quarter a fixed window would take.
-    "long": (12, 24),
+    "long": (14, 28),
     "fallback": (24, 12),
     "slow": (24, 12),
 }
+RPS_OF = {"retries": 16}
 # scenario -> (domain, component from spans, component from Prometheus, stage in the evidence)
 EXPECTED: dict[str, tuple[str, str, str, str] | None] = {
     "healthy": None,
@@ -101,7 +104,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
                 "--spans", str(workdir / f"{name}.jsonl"),
                 "--truth", str(workdir / f"{name}.truth.json"),
                 "--metrics-port", str(ports[name]), "--healthy", str(healthy),
-                "--fault", str(fault), "--rps", str(RPS), "--seed", str(seed + 1),
+                "--fault", str(fault), "--rps", str(RPS_OF.get(name, RPS)), "--seed", str(seed + 1),
             ]  # fmt: skip
             procs[name] = subprocess.Popen(
                 cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

@@ -37,11 +37,10 @@ __all__ = [
 
 #: Events each side of a split needs, so a handful of early failures is never an "incident".
 MIN_SEGMENT: Final = 20
-#: Log-likelihood ratio an error change needs. Noise in a healthy series stays below (the best
-#: of n candidate splits of a series without change reaches about log(log n) + a few), and the
-#: rise the split must show besides (2 points and 1.5x) keeps rare failures from reaching it;
-#: 10 failures in 120 requests after 240 clean ones score about 8.
-MIN_LLR: Final = 7.0
+#: Log-likelihood ratio an error change needs. The best split of a healthy series reaches about
+#: 5, rarely 8 (simulated: rates 0.4-10%, 200-3000 requests); 20 failures in 240 requests after
+#: 290 clean ones score about 15.
+MIN_LLR: Final = 10.0
 #: A latency change needs more: durations drift with the machine's load, and a busy host moves
 #: every call's duration a little at once.
 MIN_LATENCY_LLR: Final = 15.0
