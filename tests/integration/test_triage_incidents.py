@@ -247,6 +247,11 @@ def test_prometheus_verdict(runs: Runs, scenario: str) -> None:
     code, payload = _from_prometheus(runs, scenario)
     verdict = _check(payload, scenario, 2)
     assert code == (0 if EXPECTED[scenario] is None else 1), verdict["line"]
+    if scenario in ("release", "retries", "fallback"):
+        # An error fault says when it began, to a few time bins (here 4 s each).
+        assert verdict["since"] is not None, verdict["line"]
+        since = datetime.fromisoformat(verdict["since"]).timestamp()
+        assert abs(since - runs.apps[scenario].truth["fault_at"]) < 10, verdict["line"]
 
 
 def test_prometheus_user_failures_within_a_point(runs: Runs) -> None:

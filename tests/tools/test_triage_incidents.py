@@ -19,7 +19,7 @@ from chainsight.tools import triage
 from chainsight.tools.cli import main
 from chainsight.tools.triage_figures import BucketLatency
 from chainsight.tools.triage_next import resolution_note
-from chainsight.tools.triage_onset import error_change, latency_change
+from chainsight.tools.triage_onset import binned_error_change, error_change, latency_change
 
 T0 = 1_700_000_000.0
 
@@ -331,3 +331,14 @@ def test_coarse_buckets_are_named_when_p95_rose_without_a_signal() -> None:
     assert (
         resolution_note("provider", _histogram(fine, after), _histogram(fine, before), fine) is None
     )
+
+
+def test_binned_change_point_search_for_prometheus_counts() -> None:
+    ends = [float(t) for t in range(0, 120, 4)]
+    totals = [32.0] * len(ends)
+    bad = [0.3 if t < 80 else 3.0 for t in ends]  # 1 % before second 80, then about 9 %
+    found = binned_error_change(ends, bad, totals)
+    assert found is not None
+    assert found[0] == 76.0  # the end of the last bin before the change
+    assert binned_error_change(ends, [0.3] * len(ends), totals) is None
+    assert binned_error_change(ends[:1], bad[:1], totals[:1]) is None

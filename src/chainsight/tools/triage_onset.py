@@ -62,7 +62,7 @@ class Onset:
     llr: float
 
 
-def _bernoulli(successes: float, count: int) -> float:
+def _bernoulli(successes: float, count: float) -> float:
     """The log-likelihood of ``successes`` in ``count`` trials at their own rate."""
     if count <= 0 or successes <= 0 or successes >= count:
         return 0.0
@@ -97,6 +97,34 @@ def error_change(times: Sequence[float], bad: Sequence[bool]) -> tuple[float, fl
         return None
     llr, k = best
     return (times[k - 1] + times[k]) / 2, llr
+
+
+def binned_error_change(
+    ends: Sequence[float], bad: Sequence[float], totals: Sequence[float]
+) -> tuple[float, float] | None:
+    """The same search over counts per time bin (from Prometheus): bin ``i`` ends at
+    ``ends[i]`` and holds ``bad[i]`` failing requests of ``totals[i]``. Each side of the split
+    needs :data:`MIN_SEGMENT` requests; the onset is the end of the last bin before it."""
+    bins = len(totals)
+    sums, counts = [0.0], [0.0]
+    for b, t in zip(bad, totals, strict=True):
+        sums.append(sums[-1] + min(b, t))
+        counts.append(counts[-1] + t)
+    whole = _bernoulli(sums[-1], counts[-1])
+    best: tuple[float, int] | None = None
+    for k in range(1, bins):
+        before, after = counts[k], counts[-1] - counts[k]
+        if before < MIN_SEGMENT or after < MIN_SEGMENT:
+            continue
+        rate_before, rate_after = sums[k] / before, (sums[-1] - sums[k]) / after
+        if rate_after - rate_before < MIN_RATE_EXCESS or rate_after < MIN_FACTOR * rate_before:
+            continue
+        llr = _bernoulli(sums[k], before) + _bernoulli(sums[-1] - sums[k], after) - whole
+        if best is None or llr > best[0]:
+            best = (llr, k)
+    if best is None or best[0] < MIN_LLR:
+        return None
+    return ends[best[1] - 1], best[0]
 
 
 def latency_change(times: Sequence[float], seconds: Sequence[float]) -> tuple[float, float] | None:

@@ -37,6 +37,7 @@ from chainsight.tools.triage_figures import (
     domain_of_kind,
 )
 from chainsight.tools.triage_next import resolution_note
+from chainsight.tools.triage_onset import Onset, binned_error_change
 from chainsight.tools.triage_releases import MAX_RELEASES, parse_release_id
 from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
@@ -84,6 +85,24 @@ class _Prometheus:
 
     def query(self, expr: str, at: float) -> list[_Sample]:
         """The instant vector ``expr`` evaluates to at ``at``; raise :class:`TriageError`."""
+        result = self._result(expr, at, "vector")
+        return [_sample(item) for item in result if isinstance(item, dict)]
+
+    def query_series(self, expr: str, at: float) -> list[tuple[float, float]]:
+        """The ``(time, value)`` points of the one series the range vector ``expr`` (a
+        subquery) holds at ``at``, in time order; empty without a series."""
+        result = self._result(expr, at, "matrix")
+        if not result or not isinstance(result[0], dict):
+            return []
+        values = result[0].get("values")
+        points = []
+        for pair in values if isinstance(values, list) else []:
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (int, float)):
+                points.append((float(pair[0]), _value(pair)))
+        return sorted(points)
+
+    def _result(self, expr: str, at: float, kind: str) -> list[Any]:
+        """The ``result`` list of a query answering ``kind``; raise :class:`TriageError`."""
         params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
         endpoint = f"{self.name}/api/v1/query"
         try:
@@ -119,14 +138,14 @@ class _Prometheus:
             raise TriageError(f"Prometheus at {self.name} refused the query {expr}: {detail}")
         data = payload.get("data")
         result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or data.get("resultType") != "vector":
+        if not isinstance(data, dict) or data.get("resultType") != kind:
             result = None
         if not isinstance(result, list):
             raise TriageError(
-                f"Prometheus at {self.name} gave an unexpected answer to {expr} (not an instant "
-                "vector); is it a Prometheus server?"
+                f"Prometheus at {self.name} gave an unexpected answer to {expr} (not a "
+                f"{'range' if kind == 'matrix' else 'instant'} vector); is it a Prometheus server?"
             )
-        return [_sample(item) for item in result if isinstance(item, dict)]
+        return result
 
 
 #: Bytes of an error answer read for its message.
@@ -478,7 +497,55 @@ def from_prometheus(
         baseline_seconds=baseline,
     )
     report.notes += _resolution_notes(report, now, before)
+    report.onset = _onset(client, selector, when, window + baseline, report)
     return report
+
+
+#: Time bins the onset search splits the two periods into, at most.
+_ONSET_BINS: Final = 120
+#: Scrapes per bin at least: increase() needs two samples, and more make it steadier.
+_SCRAPES_PER_BIN: Final = 4
+
+
+def _onset(
+    client: _Prometheus, selector: str, at: float, span: float, report: Report
+) -> Onset | None:
+    """When the error fault began: a change point in the failing share of requests.
+
+    From the first error fault's domain: ``chainsight_requests_total`` failed or degraded with
+    that fault, and all requests, per time bin over both periods (subqueries), searched as the
+    span file's onset is (``triage_onset``). It is reported, never moves the window. Latency-only
+    faults get none (buckets per bin are too coarse to split on).
+    """
+    fault = next((f for f in report.faults if "errors" in report.domains[f.domain].signals), None)
+    if fault is None:
+        return None
+    requests = f"{n.M_REQUESTS}_total"
+    samples = client.query(
+        f"max(count_over_time({requests}{{{selector}}}[{format_duration(span)}]))", at
+    )
+    scrapes = samples[0][1] if samples else 0.0
+    if scrapes < 2 * _SCRAPES_PER_BIN:
+        return None
+    step = max(span / _ONSET_BINS, span / scrapes * _SCRAPES_PER_BIN)
+    step = max(1.0, round(step))
+    bad_selector = ", ".join(
+        part
+        for part in (selector, f'{n.L_OUTCOME}=~"error|degraded"', f'{n.L_FAULT}="{fault.domain}"')
+        if part
+    )
+
+    def series(sel: str) -> dict[float, float]:
+        inner = f"sum(increase({requests}{{{sel}}}[{format_duration(step)}]))"
+        expr = f"{inner}[{format_duration(span)}:{format_duration(step)}]"
+        return dict(client.query_series(expr, at))
+
+    totals, bad = series(selector), series(bad_selector)
+    ends = sorted(totals)
+    change = binned_error_change(ends, [bad.get(t, 0.0) for t in ends], [totals[t] for t in ends])
+    if change is None:
+        return None
+    return Onset(change[0], fault.domain, "errors", change[1])
 
 
 def _resolution_notes(report: Report, now: Period, before: Period) -> list[str]:
