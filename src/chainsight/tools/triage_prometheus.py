@@ -11,6 +11,7 @@ so a broken or hostile server makes triage wrong at worst, never crash or drive 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -497,7 +498,9 @@ def from_prometheus(
         baseline_seconds=baseline,
     )
     report.notes += _resolution_notes(report, now, before)
-    report.onset = _onset(client, selector, when, window + baseline, report)
+    # When it began is a courtesy (a server without subqueries): without it the verdict stands.
+    with contextlib.suppress(TriageError):
+        report.onset = _onset(client, selector, when, window + baseline, report)
     return report
 
 

@@ -328,7 +328,7 @@ def _retried(trace: list[_Span]) -> list[_Span]:
             continue
         key = (span.parent_id, span.stage)
         attempt = span.attributes.get(ATTEMPT_ATTRIBUTE, "1")
-        if key in first or (attempt.isdigit() and int(attempt[:6]) > 1):
+        if key in first or (attempt.isascii() and attempt.isdigit() and int(attempt[:6]) > 1):
             again.append(span)
         first.setdefault(key, span)
     return again
