@@ -515,9 +515,9 @@ def _onset(
 ) -> Onset | None:
     """When the error fault began: a change point in the failing share of requests.
 
-    From the first error fault's domain: ``chainsight_requests_total`` failed or degraded with
-    that fault, and all requests, per time bin over both periods (subqueries), searched as the
-    span file's onset is (``triage_onset``). It is reported, never moves the window. Latency-only
+    From the first error fault's domain: the errors of the stage its evidence names (else the
+    requests failed or degraded with that fault) over all requests, per time bin over both
+    periods (subqueries), searched as the span file's onset is (``triage_onset``). It is reported, never moves the window. Latency-only
     faults get none (buckets per bin are too coarse to split on).
     """
     fault = next((f for f in report.faults if "errors" in report.domains[f.domain].signals), None)
@@ -532,18 +532,24 @@ def _onset(
         return None
     step = max(span / _ONSET_BINS, span / scrapes * _SCRAPES_PER_BIN)
     step = max(1.0, round(step))
+    # The failures counted where they start (the stage the evidence names) when it is known:
+    # they include the ones retries absorbed, so a small incident stands out sooner.
+    stage = report.domains[fault.domain].stage
+    if stage:
+        failing = f"{n.M_STAGE_ERRORS}_total"
+        matchers: tuple[str, ...] = (f"{n.L_STAGE}={json.dumps(stage)}",)
+    else:
+        failing, matchers = requests, (f'{n.L_OUTCOME}=~"error|degraded"',)
     bad_selector = ", ".join(
-        part
-        for part in (selector, f'{n.L_OUTCOME}=~"error|degraded"', f'{n.L_FAULT}="{fault.domain}"')
-        if part
+        part for part in (selector, *matchers, f'{n.L_FAULT}="{fault.domain}"') if part
     )
 
-    def series(sel: str) -> dict[float, float]:
-        inner = f"sum(increase({requests}{{{sel}}}[{format_duration(step)}]))"
+    def series(metric: str, sel: str) -> dict[float, float]:
+        inner = f"sum(increase({metric}{{{sel}}}[{format_duration(step)}]))"
         expr = f"{inner}[{format_duration(span)}:{format_duration(step)}]"
         return dict(client.query_series(expr, at))
 
-    totals, bad = series(selector), series(bad_selector)
+    totals, bad = series(requests, selector), series(failing, bad_selector)
     ends = sorted(totals)
     change = binned_error_change(ends, [bad.get(t, 0.0) for t in ends], [totals[t] for t in ends])
     if change is None:
