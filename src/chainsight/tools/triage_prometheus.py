@@ -517,8 +517,9 @@ def _onset(
 
     From the first error fault's domain: the errors of the stage its evidence names (else the
     requests failed or degraded with that fault) over all requests, per time bin over both
-    periods (subqueries), searched as the span file's onset is (``triage_onset``). It is reported, never moves the window. Latency-only
-    faults get none (buckets per bin are too coarse to split on).
+    periods (subqueries), searched as the span file's onset is (``triage_onset``). It is
+    reported, never moves the window. Latency-only faults get none (buckets per bin are too
+    coarse to split on).
     """
     fault = next((f for f in report.faults if "errors" in report.domains[f.domain].signals), None)
     if fault is None:
