@@ -247,6 +247,13 @@ def test_prometheus_verdict(runs: Runs, scenario: str) -> None:
     code, payload = _from_prometheus(runs, scenario)
     verdict = _check(payload, scenario, 2)
     assert code == (0 if EXPECTED[scenario] is None else 1), verdict["line"]
+    if scenario == "release":
+        # The per-release figures come from the release label of chainsight_requests_total.
+        new = payload["releases"]["now"]["model=gpt-4o,prompt=answer@8"]
+        assert new["validation_failure_ratio"] > 0.15, new
+        assert new["p95_seconds"] > 0, new
+        old = payload["releases"]["baseline"]["model=gpt-4o,prompt=answer@7"]
+        assert old["validation_failure_ratio"] < 0.03, old
     if scenario in ("release", "retries", "fallback"):
         # An error fault says when it began, to a few time bins (here 4 s each).
         assert verdict["since"] is not None, verdict["line"]
