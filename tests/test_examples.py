@@ -72,3 +72,22 @@ def test_classification_example_shows_the_rule_at_work() -> None:
             "with the rule " in ln and name in ln and "fault=provider error.type=connection" in ln
             for ln in lines
         ), result.stdout
+
+
+def test_retries_and_fallbacks_example_tells_users_from_absorbed_failures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "retries_and_fallbacks.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("verdict: provider in openai/gpt-4o: 0.0% of requests failed for"), (
+        verdict
+    )
+    assert "were served by a fallback" in verdict
+    assert "fallback at answer_ticket" in verdict
+    assert "retries or handlers absorbed it in" in verdict
+    assert "; since " in verdict

@@ -38,6 +38,7 @@ from chainsight.tools.triage_figures import (
     domain_of_kind,
 )
 from chainsight.tools.triage_prometheus import from_prometheus
+from chainsight.tools.triage_releases import release_table
 from chainsight.tools.triage_spans import from_spans
 from chainsight.tools.triage_units import (
     MAX_UNIX_SECONDS,
@@ -119,6 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="HTTP timeout per Prometheus query (default 10)",
     )
+    parser.add_argument(
+        "--by",
+        choices=("release",),
+        help="also print a table by release: requests, error ratio by domain, p95 latency, "
+        "cost per request and validation failures, now and in the baseline",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
@@ -173,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         # the output ASCII whatever the terminal's encoding.
         _write(sys.stdout, json.dumps(report.to_dict(), indent=2))
     else:
-        _write(sys.stdout, terminal_safe(render_text(report)))
+        by = getattr(args, "by", None)
+        _write(sys.stdout, terminal_safe(render_text(report, by_release=by == "release")))
     return 0 if report.healthy else 1
 
 
@@ -218,8 +226,9 @@ def _parse_timestamp(text: str) -> float:
 # --- the human report ---------------------------------------------------------------------
 
 
-def render_text(report: Report) -> str:
-    """The human report: a table per fault domain, then the verdict line."""
+def render_text(report: Report, *, by_release: bool = False) -> str:
+    """The human report: what users saw, a table per fault domain (and per release with
+    ``by_release``), the verdict line and the next steps."""
     when = datetime.fromtimestamp(report.at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     base = (
         f"the {format_duration(report.baseline_seconds)} before"
@@ -232,13 +241,21 @@ def render_text(report: Report) -> str:
         f"({format_count(report.requests)} requests); baseline: {base} "
         f"({format_count(report.requests_baseline)} requests)",
         *report.skipped.report_lines(),
+        report.users_line(),
         "",
-        f"{'domain':<13}{'errors now':>11}{'baseline':>10}  {'p95 now':>8}{'baseline':>10}"
-        f"{'fallbacks':>11}  top error types / most affected",
+        f"{'domain':<13}{'errors now':>11}{'baseline':>10}{'users':>8}{'absorbed':>10}  "
+        f"{'p95 now':>8}{'baseline':>10}{'fallbacks':>11}  top error types / most affected",
     ]
     lines += [_row(figures) for figures in report.domains.values()]
-    lines += ["", report.verdict_line()]
-    return "\n".join(lines)
+    if by_release:
+        lines += ["", *release_table(report.releases, report.releases_baseline)]
+    # The verdict stays the last line (`| tail -1`); what to do next comes just above it.
+    lines += ["", *[f"note: {note}" for note in report.notes]]
+    for fault in report.faults:
+        if fault.next is not None:
+            lines += [f"next for {fault.domain}:", *fault.next.lines()]
+    lines += [report.verdict_line()]
+    return "\n".join(line for i, line in enumerate(lines) if line or lines[i - 1])
 
 
 def _row(figures: DomainFigures) -> str:
@@ -254,7 +271,9 @@ def _row(figures: DomainFigures) -> str:
         format_seconds(figures.p95_seconds_baseline),
     )
     fallbacks = format_percent(figures.fallback_rate)
+    users = format_percent(figures.impact.seen)
+    absorbed = format_percent(figures.impact.absorbed)
     return (
-        f"{figures.domain:<13}{errors:>11}{errors_base:>10}  {p95:>8}{p95_base:>10}"
-        f"{fallbacks:>11}  {types} / {where}"
+        f"{figures.domain:<13}{errors:>11}{errors_base:>10}{users:>8}{absorbed:>10}  "
+        f"{p95:>8}{p95_base:>10}{fallbacks:>11}  {types} / {where}"
     )

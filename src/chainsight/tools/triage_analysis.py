@@ -12,8 +12,17 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from chainsight import _names as n
-from chainsight.tools.triage_figures import LatencyDistribution, Period, Tally
+from chainsight.tools.triage_figures import (
+    QUANTILE,
+    LatencyDistribution,
+    Period,
+    ReleaseFigures,
+    Tally,
+)
 from chainsight.tools.triage_lines import Skipped
+from chainsight.tools.triage_next import NextStep, next_step
+from chainsight.tools.triage_onset import Onset
+from chainsight.tools.triage_releases import ReleaseBlame, blame_release, releases_to_dict
 from chainsight.tools.triage_units import (
     format_count,
     format_duration,
@@ -26,12 +35,12 @@ __all__ = [
     "MIN_REQUESTS",
     "DomainFigures",
     "Fault",
+    "Impact",
     "Report",
     "analyse",
 ]
 
 HEALTHY: Final = "healthy"
-QUANTILE: Final = 0.95
 
 # Thresholds. They are deliberately coarse: triage is a first look for the on-call engineer, and a
 # false alarm on a healthy service costs more trust than a small fault found a minute later.
@@ -78,6 +87,11 @@ class DomainFigures:
     signals: list[str]
     score: float
     evidence: str
+    impact: Impact = field(default_factory=lambda: Impact(0.0, 0.0, 0.0))
+    impact_baseline: Impact | None = None
+    absorbed_failures: float = 0.0
+    retries: float = 0.0
+    fallback_stage: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of these figures (``domains.<name>`` in ``--json``)."""
@@ -99,7 +113,51 @@ class DomainFigures:
             "signals": self.signals,
             "score": _r(self.score),
             "evidence": self.evidence,
+            "users": {
+                "now": self.impact.to_dict(),
+                "baseline": self.impact_baseline.to_dict() if self.impact_baseline else None,
+            },
+            "absorbed_stage_failures": _r(self.absorbed_failures),
+            "retried_attempts": _r(self.retries),
+            "fallback_stage": self.fallback_stage,
         }
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What users saw, as shares of requests: failed, served by a fallback, and served normally
+    although a stage failed (a retry or a handler absorbed it)."""
+
+    failed: float
+    degraded: float
+    absorbed: float
+
+    @property
+    def seen(self) -> float:
+        """The share of requests users saw fail or degrade."""
+        return self.failed + self.degraded
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The JSON shape: ``failed``, ``degraded``, ``absorbed`` ratios."""
+        return {
+            "failed": _r(self.failed),
+            "degraded": _r(self.degraded),
+            "absorbed": _r(self.absorbed),
+        }
+
+
+def _impact(period: Period, domain: str | None) -> Impact:
+    """What users saw in ``period``, in one domain or (``None``) over all of them."""
+    if period.requests <= 0:
+        return Impact(0.0, 0.0, 0.0)
+    if domain is None:
+        failed, degraded = period.user_failed, period.user_degraded
+        absorbed = max(period.absorbed.values(), default=0.0)
+    else:
+        failed, degraded = period.failed[domain], period.degraded[domain]
+        absorbed = period.absorbed[domain]
+    share = period.requests
+    return Impact(min(failed / share, 1.0), min(degraded / share, 1.0), min(absorbed / share, 1.0))
 
 
 @dataclass(frozen=True)
@@ -110,6 +168,28 @@ class Fault:
     component: str | None
     evidence: str
     score: float
+    release: ReleaseBlame | None = None
+    next: NextStep | None = None
+
+    def line(self) -> str:
+        """``provider in openai/gpt-4o: ...``, or ``model in answer@8 (prompt): ...``."""
+        if self.release is not None:
+            return (
+                f"{self.domain} in {self.release.name}: {self.release.evidence()}; {self.evidence}"
+            )
+        where = f" in {self.component}" if self.component else ""
+        return f"{self.domain}{where}: {self.evidence}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape (``verdict.faults[]``)."""
+        return {
+            "domain": self.domain,
+            "component": self.component,
+            "evidence": self.evidence,
+            "score": _r(self.score),
+            "release": self.release.to_dict() if self.release is not None else None,
+            "next": self.next.to_dict() if self.next is not None else None,
+        }
 
 
 @dataclass
@@ -129,6 +209,12 @@ class Report:
     domains: dict[str, DomainFigures]
     faults: list[Fault]
     skipped: Skipped = field(default_factory=Skipped)
+    impact: Impact = field(default_factory=lambda: Impact(0.0, 0.0, 0.0))
+    impact_baseline: Impact | None = None
+    onset: Onset | None = None
+    releases: dict[str, ReleaseFigures] = field(default_factory=dict)
+    releases_baseline: dict[str, ReleaseFigures] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -139,14 +225,40 @@ class Report:
         """The one line an on-call engineer reads first."""
         if not self.faults:
             return f"verdict: {HEALTHY} - {self._healthy_evidence()}"
-        parts = []
-        for fault in self.faults:
-            where = f" in {fault.component}" if fault.component else ""
-            parts.append(f"{fault.domain}{where}: {fault.evidence}")
-        first, *rest = parts
+        first, *rest = [fault.line() for fault in self.faults]
         line = f"verdict: {first}"
         if rest:
             line += "; also " + "; also ".join(rest)
+        if self.onset is not None:
+            line += f"; since {self.since()}"
+        return line
+
+    def since(self) -> str | None:
+        """When the incident began (``12:03:20 UTC``), if a change point was found."""
+        if self.onset is None:
+            return None
+        when = datetime.fromtimestamp(self.onset.at, tz=timezone.utc)
+        return (
+            when.strftime("%H:%M:%S UTC")
+            if self.at - self.onset.at < 86400
+            else (when.strftime("%Y-%m-%d %H:%M:%S UTC"))
+        )
+
+    def users_line(self) -> str:
+        """The headline: what users saw, then what retries absorbed upstream."""
+        base = self.impact_baseline
+        impact = self.impact
+        line = (
+            f"users: {format_percent(impact.failed)} of requests failed, "
+            f"{format_percent(impact.degraded)} were served by a fallback"
+        )
+        if base is not None:
+            line += f" (baseline {format_percent(base.failed)} and {format_percent(base.degraded)})"
+        if self.impact.absorbed > 0:
+            line += (
+                f"; upstream: {format_percent(self.impact.absorbed)} more had a stage failure "
+                "a retry or handler absorbed"
+            )
         return line
 
     def _healthy_evidence(self) -> str:
@@ -167,26 +279,41 @@ class Report:
             }
         else:
             verdict = {"domain": HEALTHY, "component": None, "evidence": self._healthy_evidence()}
-        verdict["faults"] = [
-            {
-                "domain": f.domain,
-                "component": f.component,
-                "evidence": f.evidence,
-                "score": _r(f.score),
-            }
-            for f in self.faults
-        ]
+        verdict["faults"] = [f.to_dict() for f in self.faults]
         verdict["line"] = self.verdict_line()
+        verdict["since"] = (
+            datetime.fromtimestamp(self.onset.at, tz=timezone.utc).isoformat()
+            if self.onset is not None
+            else None
+        )
         return {
             "source": self.source,
             "at": datetime.fromtimestamp(self.at, tz=timezone.utc).isoformat(),
             "window_seconds": _r(self.window_seconds),
             "baseline_seconds": _r(self.baseline_seconds),
             "requests": {"now": _r(self.requests), "baseline": _r(self.requests_baseline)},
+            "users": {
+                "now": self.impact.to_dict(),
+                "baseline": self.impact_baseline.to_dict() if self.impact_baseline else None,
+            },
+            "onset": _onset_dict(self.onset),
+            "notes": list(self.notes),
+            "releases": releases_to_dict(self.releases, self.releases_baseline),
             "verdict": verdict,
             "domains": {name: figures.to_dict() for name, figures in self.domains.items()},
             "skipped_lines": self.skipped.to_dict(),
         }
+
+
+def _onset_dict(onset: Onset | None) -> dict[str, Any] | None:
+    if onset is None:
+        return None
+    return {
+        "at": datetime.fromtimestamp(onset.at, tz=timezone.utc).isoformat(),
+        "domain": onset.domain,
+        "signal": onset.signal,
+        "llr": _r(onset.llr),
+    }
 
 
 def _r(value: float | None) -> float | None:
@@ -238,27 +365,42 @@ class _Slow(_Signal):
     component: str | None
 
 
-def _error_signal(
-    ratio: float,
-    ratio_base: float | None,
-    affected: float,
-    top_types: list[tuple[str, float]],
-    stage: str | None,
-) -> _Signal | None:
-    """An error fault: the error ratio rose past the thresholds, or is high whatever the past."""
+def _error_signal(figures: DomainFigures) -> _Signal | None:
+    """An error fault: the error ratio rose past the thresholds, or is high whatever the past.
+
+    The ratio judged counts every request a failure in the domain touched, absorbed or not (an
+    upstream failing is a fault even when retries hide it); the evidence leads with what users
+    saw, and names the absorbed failures apart.
+    """
+    ratio, ratio_base, affected = (
+        figures.error_ratio,
+        figures.error_ratio_baseline,
+        figures.affected,
+    )
     excess = ratio - (ratio_base or 0.0)
     rose = excess >= MIN_ERROR_EXCESS and ratio >= MIN_ERROR_FACTOR * (ratio_base or 0.0)
     if not (affected >= MIN_ERROR_EVENTS and (rose or ratio >= HIGH_ERROR_RATIO)):
         return None
     score = max(0.0, excess, ratio if ratio >= HIGH_ERROR_RATIO else 0.0)
-    text = (
-        f"{format_percent(ratio)} of requests failed or fell back "
-        f"(baseline {format_percent(ratio_base)})"
-    )
-    if top_types:
-        text += ", mostly " + ", ".join(f"{t} ({format_count(c)})" for t, c in top_types[:2])
-    if stage:
-        text += f" at stage {stage}"
+    impact, before = figures.impact, figures.impact_baseline
+    text = f"{format_percent(impact.failed)} of requests failed for users"
+    if impact.degraded > 0:
+        text += f" and {format_percent(impact.degraded)} were served by a fallback"
+    text += f" (baseline {format_percent(before.seen if before is not None else None)})"
+    if figures.top_error_types:
+        text += ", mostly " + ", ".join(
+            f"{t} ({format_count(c)})" for t, c in figures.top_error_types[:2]
+        )
+    if figures.stage:
+        text += f" at stage {figures.stage}"
+    if figures.fallback_stage and figures.fallback_stage != figures.stage:
+        text += f", fallback at {figures.fallback_stage}"
+    if impact.absorbed > 0:
+        text += (
+            f"; retries or handlers absorbed it in {format_percent(impact.absorbed)} more "
+            f"({format_count(figures.absorbed_failures)} stage failures"
+            + (f", {format_count(figures.retries)} retried attempts)" if figures.retries else ")")
+        )
     return _Signal(score, text)
 
 
@@ -307,50 +449,55 @@ def _domain(domain: str, now: Period, base: Period | None) -> DomainFigures:
     """One domain's figures, its signals and the evidence for them."""
     requests = now.requests
     affected = min(now.affected[domain], requests)
-    ratio = affected / requests if requests > 0 else 0.0
     ratio_base: float | None = None
     fallback_base: float | None = None
     if base is not None and base.requests > 0:
         ratio_base = min(base.affected[domain], base.requests) / base.requests
         fallback_base = min(base.fallbacks[domain] / base.requests, 1.0)
-    fallback_rate = min(now.fallbacks[domain] / requests, 1.0) if requests > 0 else 0.0
     dist = now.latency.get(domain)
-    top_types = now.error_types.get(domain, Tally()).most_common(3)
-    stage = _top(now.stages.get(domain))
-    component = _top(now.components.get(domain))
-
-    errors = _error_signal(ratio, ratio_base, affected, top_types, stage)
-    slow = _latency_signal(domain, now, base)
-    found = [(name, s) for name, s in (("errors", errors), ("latency", slow)) if s is not None]
-    evidence = [s.evidence for _, s in found]
-    if slow is not None and errors is None:
-        stage = slow.stage or stage
-        component = slow.component or component
-    if domain in (n.FAULT_APP, n.FAULT_MODEL) and stage:
-        component = stage
-    if fallback_rate > 0 and found:
-        evidence.append(
-            f"fallback rate {format_percent(fallback_rate)} "
-            f"(baseline {format_percent(fallback_base)})"
-        )
-    return DomainFigures(
+    figures = DomainFigures(
         domain=domain,
-        error_ratio=ratio,
+        error_ratio=affected / requests if requests > 0 else 0.0,
         error_ratio_baseline=ratio_base,
         affected=affected,
-        top_error_types=top_types,
+        top_error_types=now.error_types.get(domain, Tally()).most_common(3),
         p95_seconds=_quantile(dist),
         p95_seconds_baseline=_quantile(base.latency.get(domain) if base is not None else None),
         latency_samples=dist.count if dist is not None else 0.0,
-        slow_fraction=slow.fraction if slow is not None else 0.0,
-        fallback_rate=fallback_rate,
+        slow_fraction=0.0,
+        fallback_rate=min(now.fallbacks[domain] / requests, 1.0) if requests > 0 else 0.0,
         fallback_rate_baseline=fallback_base,
-        stage=stage,
-        component=component,
-        signals=[name for name, _ in found],
-        score=max((s.score for _, s in found), default=0.0),
-        evidence="; ".join(evidence),
+        stage=_top(now.stages.get(domain)),
+        component=_top(now.components.get(domain)),
+        signals=[],
+        score=0.0,
+        evidence="",
+        impact=_impact(now, domain),
+        impact_baseline=_impact(base, domain) if base is not None and base.requests else None,
+        absorbed_failures=now.absorbed_failures[domain],
+        retries=now.retries[domain],
+        fallback_stage=_top(now.fallback_stages.get(domain)),
     )
+    errors = _error_signal(figures)
+    slow = _latency_signal(domain, now, base)
+    found = [(name, s) for name, s in (("errors", errors), ("latency", slow)) if s is not None]
+    evidence = [s.evidence for _, s in found]
+    if slow is not None:
+        figures.slow_fraction = slow.fraction
+        if errors is None:
+            figures.stage = slow.stage or figures.stage
+            figures.component = slow.component or figures.component
+    if domain in (n.FAULT_APP, n.FAULT_MODEL) and figures.stage:
+        figures.component = figures.stage
+    if figures.fallback_rate > 0 and found:
+        evidence.append(
+            f"fallback rate {format_percent(figures.fallback_rate)} "
+            f"(baseline {format_percent(fallback_base)})"
+        )
+    figures.signals = [name for name, _ in found]
+    figures.score = max((s.score for _, s in found), default=0.0)
+    figures.evidence = "; ".join(evidence)
+    return figures
 
 
 def analyse(
@@ -362,18 +509,36 @@ def analyse(
     window_seconds: float,
     baseline_seconds: float | None,
     skipped: Skipped | None = None,
+    onset: Onset | None = None,
+    notes: list[str] | None = None,
 ) -> Report:
     """Compare ``now`` with ``baseline`` per fault domain and rank the failing domains.
 
     A domain is failing when its error ratio rose (or is high) or its p95 stage latency at least
     doubled; its score is the fraction of requests (or calls) the fault added, so faults rank
-    biggest first.
+    biggest first. An error fault that one release explains (``triage_releases``) names it, and
+    every fault carries its next step (``triage_next``).
     """
     domains = {d: _domain(d, now, baseline) for d in n.FAULTS}
-    faults = sorted(
-        (Fault(f.domain, f.component, f.evidence, f.score) for f in domains.values() if f.signals),
-        key=lambda f: (-f.score, n.FAULTS.index(f.domain)),
-    )
+    faults = []
+    for figures in domains.values():
+        if not figures.signals:
+            continue
+        blame = (
+            blame_release(figures.domain, now, baseline) if "errors" in figures.signals else None
+        )
+        faults.append(
+            Fault(
+                figures.domain,
+                figures.component,
+                figures.evidence,
+                figures.score,
+                release=blame,
+                next=next_step(figures.domain, figures.signals, blame),
+            )
+        )
+    faults.sort(key=lambda f: (-f.score, n.FAULTS.index(f.domain)))
+    has_base = baseline is not None and baseline.requests > 0
     return Report(
         source=source,
         at=at,
@@ -384,4 +549,10 @@ def analyse(
         domains=domains,
         faults=faults,
         skipped=skipped if skipped is not None else Skipped(),
+        impact=_impact(now, None),
+        impact_baseline=_impact(baseline, None) if baseline is not None and has_base else None,
+        onset=onset if faults else None,
+        releases=dict(now.releases),
+        releases_baseline=dict(baseline.releases) if baseline is not None else {},
+        notes=list(notes or ()),
     )

@@ -17,10 +17,12 @@ from chainsight import _names as n
 
 __all__ = [
     "FAILED_OUTCOMES",
+    "QUANTILE",
     "REQUEST_KIND",
     "BucketLatency",
     "LatencyDistribution",
     "Period",
+    "ReleaseFigures",
     "SampleLatency",
     "Tally",
     "bucket_quantile",
@@ -34,6 +36,8 @@ _KIND_DOMAIN: Final[Mapping[str, str]] = {
     "retrieval": n.FAULT_VECTOR_STORE,
     "validation": n.FAULT_MODEL,
 }
+#: The latency quantile triage compares.
+QUANTILE: Final = 0.95
 #: The stage kind of a request span (the root of a trace).
 REQUEST_KIND: Final = "request"
 #: Outcomes that count a request or a stage as touched by a fault.
@@ -192,10 +196,23 @@ class Period:
 
     ``affected`` counts requests touched by an error or fallback in a domain; the other counters
     are keyed by domain. ``components`` holds provider/model, vector store or stage names.
+
+    What the user saw is counted apart from what failed upstream: ``failed`` (the request's
+    outcome was ``error``) and ``degraded`` (a fallback served it) by the domain of the failure,
+    ``absorbed`` the requests served normally although a stage of theirs failed in the domain (a
+    retry or a handler absorbed it), ``absorbed_failures`` those stage failures and ``retries``
+    the repeated attempts of one stage under one parent. ``releases`` holds the same facts by
+    release id (``triage_releases``).
     """
 
     requests: float = 0.0
     affected: Tally = field(default_factory=Tally)
+    failed: Tally = field(default_factory=Tally)
+    degraded: Tally = field(default_factory=Tally)
+    absorbed: Tally = field(default_factory=Tally)
+    absorbed_failures: Tally = field(default_factory=Tally)
+    retries: Tally = field(default_factory=Tally)
+    fallback_stages: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
     errors: Tally = field(default_factory=Tally)
     error_types: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
     stages: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
@@ -204,3 +221,48 @@ class Period:
     latency: Mapping[str, LatencyDistribution] = field(default_factory=dict)
     stage_latency: Mapping[str, Mapping[str, LatencyDistribution]] = field(default_factory=dict)
     component_latency: Mapping[str, Mapping[str, LatencyDistribution]] = field(default_factory=dict)
+    releases: dict[str, ReleaseFigures] = field(default_factory=dict)
+
+    @property
+    def user_failed(self) -> float:
+        """Requests whose outcome was ``error``, whatever the domain."""
+        return min(sum(self.failed.values()), self.requests)
+
+    @property
+    def user_degraded(self) -> float:
+        """Requests a fallback served, whatever the domain."""
+        return min(sum(self.degraded.values()), self.requests)
+
+
+@dataclass
+class ReleaseFigures:
+    """One release's requests in one period: failures by domain, latency, cost, validation.
+
+    ``keys`` are the parts of the release (``{"prompt": "answer@8", "model": ...}``), from the
+    ``chainsight.release.<key>`` span attributes or parsed from a ``key=value,...`` id.
+    """
+
+    release: str
+    keys: dict[str, str] = field(default_factory=dict)
+    requests: float = 0.0
+    affected: Tally = field(default_factory=Tally)
+    failed: Tally = field(default_factory=Tally)
+    validation_failures: float = 0.0
+    latency: LatencyDistribution | None = None
+    cost_usd: float | None = None
+
+    def ratio(self, domain: str) -> float:
+        """The share of this release's requests touched by a failure in ``domain``."""
+        return min(self.affected[domain] / self.requests, 1.0) if self.requests > 0 else 0.0
+
+    @property
+    def validation_ratio(self) -> float:
+        """The share of this release's requests whose answer failed validation."""
+        return min(self.validation_failures / self.requests, 1.0) if self.requests > 0 else 0.0
+
+    @property
+    def cost_per_request(self) -> float | None:
+        """Mean cost of a request in USD, ``None`` when no cost was recorded."""
+        if self.cost_usd is None or self.requests <= 0:
+            return None
+        return self.cost_usd / self.requests

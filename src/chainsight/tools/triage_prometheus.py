@@ -11,6 +11,7 @@ so a broken or hostile server makes triage wrong at worst, never crash or drive 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -25,14 +26,20 @@ from typing import Any, Final
 
 from chainsight import _names as n
 from chainsight.errors import TriageError
+from chainsight.export.metric_families import StageDuration
 from chainsight.tools.triage_analysis import MIN_REQUESTS, Report, analyse
 from chainsight.tools.triage_figures import (
     FAILED_OUTCOMES,
+    REQUEST_KIND,
     BucketLatency,
     Period,
+    ReleaseFigures,
     Tally,
     domain_of_kind,
 )
+from chainsight.tools.triage_next import resolution_note
+from chainsight.tools.triage_onset import Onset, binned_error_change
+from chainsight.tools.triage_releases import MAX_RELEASES, parse_release_id
 from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
 __all__ = ["from_prometheus"]
@@ -79,6 +86,24 @@ class _Prometheus:
 
     def query(self, expr: str, at: float) -> list[_Sample]:
         """The instant vector ``expr`` evaluates to at ``at``; raise :class:`TriageError`."""
+        result = self._result(expr, at, "vector")
+        return [_sample(item) for item in result if isinstance(item, dict)]
+
+    def query_series(self, expr: str, at: float) -> list[tuple[float, float]]:
+        """The ``(time, value)`` points of the one series the range vector ``expr`` (a
+        subquery) holds at ``at``, in time order; empty without a series."""
+        result = self._result(expr, at, "matrix")
+        if not result or not isinstance(result[0], dict):
+            return []
+        values = result[0].get("values")
+        points = []
+        for pair in values if isinstance(values, list) else []:
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (int, float)):
+                points.append((float(pair[0]), _value(pair)))
+        return sorted(points)
+
+    def _result(self, expr: str, at: float, kind: str) -> list[Any]:
+        """The ``result`` list of a query answering ``kind``; raise :class:`TriageError`."""
         params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
         endpoint = f"{self.name}/api/v1/query"
         try:
@@ -114,14 +139,14 @@ class _Prometheus:
             raise TriageError(f"Prometheus at {self.name} refused the query {expr}: {detail}")
         data = payload.get("data")
         result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or data.get("resultType") != "vector":
+        if not isinstance(data, dict) or data.get("resultType") != kind:
             result = None
         if not isinstance(result, list):
             raise TriageError(
-                f"Prometheus at {self.name} gave an unexpected answer to {expr} (not an instant "
-                "vector); is it a Prometheus server?"
+                f"Prometheus at {self.name} gave an unexpected answer to {expr} (not a "
+                f"{'range' if kind == 'matrix' else 'instant'} vector); is it a Prometheus server?"
             )
-        return [_sample(item) for item in result if isinstance(item, dict)]
+        return result
 
 
 #: Bytes of an error answer read for its message.
@@ -174,7 +199,19 @@ def _le(text: str) -> float | None:
 
 
 def _increase(metric: str, by: Sequence[str], selector: str, window: float) -> str:
-    return f"sum by ({', '.join(by)}) (increase({metric}{{{selector}}}[{format_duration(window)}]))"
+    """What ``metric`` counted in the window, by ``by``, including the first count of a series
+    born in it.
+
+    chainsight creates a series when a label combination first occurs (the first provider
+    error of a run), and ``increase()`` cannot see the count a series was born with: from a
+    series whose samples read 1, 1, 1 it gives 0. A series that did not exist at the window's
+    start (no sample in the 5 minutes before it) has counted from zero, so its first value is
+    added to its increase.
+    """
+    series, span = f"{metric}{{{selector}}}", format_duration(window)
+    born = f"(min_over_time({series}[{span}]) unless last_over_time({series}[5m] offset {span}))"
+    grown = f"increase({series}[{span}])"
+    return f"sum by ({', '.join(by)}) (({grown} + {born}) or {grown})"
 
 
 _GENAI_BY: Final = (n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL)
@@ -199,6 +236,7 @@ def _prometheus_period(client: _Prometheus, selector: str, at: float, window: fl
     period = Period()
     increases = _Increases(client, selector, at, window)
     _fill_requests(period, increases)
+    _fill_release_figures(period, increases)
     _fill_stage_errors(period, increases)
     _fill_provider_components(period, increases)
     _fill_fallbacks(period, increases)
@@ -207,12 +245,65 @@ def _prometheus_period(client: _Prometheus, selector: str, at: float, window: fl
 
 
 def _fill_requests(period: Period, increases: _Increases) -> None:
-    """Requests finished, and those that failed, by the fault domain of the request."""
-    for labels, value in increases.by(n.M_REQUESTS + "_total", (n.L_FAULT, n.L_OUTCOME)):
+    """Requests finished, those that failed or fell back by the fault domain of the request,
+    and the same by release."""
+    labels_by = (n.L_FAULT, n.L_OUTCOME, n.L_RELEASE)
+    for labels, value in increases.by(n.M_REQUESTS + "_total", labels_by):
         period.requests += value
+        release = _release(period, labels.get(n.L_RELEASE) or "unknown")
+        if release is not None:
+            release.requests += value
         fault = labels.get(n.L_FAULT)
-        if labels.get(n.L_OUTCOME) in FAILED_OUTCOMES and fault in n.FAULTS:
-            period.affected[fault] += value
+        outcome = labels.get(n.L_OUTCOME)
+        if outcome not in FAILED_OUTCOMES or fault not in n.FAULTS:
+            continue
+        period.affected[fault] += value
+        (period.failed if outcome == n.OUTCOME_ERROR else period.degraded)[fault] += value
+        if release is not None:
+            release.affected[fault] += value
+            if outcome == n.OUTCOME_ERROR:
+                release.failed[fault] += value
+                if fault == n.FAULT_MODEL:
+                    # The requests whose answer the model domain failed: validation failures
+                    # for the most part (the stage metrics carry no release).
+                    release.validation_failures += value
+
+
+def _release(period: Period, release: str) -> ReleaseFigures | None:
+    """The figures of ``release`` in ``period``, made on first use (bounded in number)."""
+    figures = period.releases.get(release)
+    if figures is None and len(period.releases) < MAX_RELEASES:
+        figures = ReleaseFigures(release, parse_release_id(release), latency=BucketLatency())
+        period.releases[release] = figures
+    return figures
+
+
+def _fill_release_figures(period: Period, increases: _Increases) -> None:
+    """Request latency by release, and cost per release through ``chainsight_release_info``.
+
+    The cost histogram carries no release: it is joined on ``job`` and ``instance`` with the
+    release each target reports now, as the release dashboard does, so a target that changed
+    release within the window counts all of its cost on the new one.
+    """
+    buckets = increases.by(n.M_REQUEST_DURATION + "_bucket", (n.L_RELEASE, "le"))
+    for labels, value in buckets:
+        figures = period.releases.get(labels.get(n.L_RELEASE) or "unknown")
+        bound = _le(labels.get("le", "+Inf"))
+        if figures is not None and bound is not None and isinstance(figures.latency, BucketLatency):
+            figures.latency.add(bound, value)
+    cost = (
+        f"sum by ({n.L_RELEASE}) (increase({n.M_REQUEST_COST_USD}_sum{{{increases.selector}}}"
+        f"[{format_duration(increases.window)}]) * on (job, instance) group_left "
+        f"({n.L_RELEASE}) topk by (job, instance) (1, {n.M_RELEASE_INFO}_info))"
+    )
+    try:
+        samples = increases.client.query(cost, increases.at)
+    except TriageError:
+        return  # the cost column is a courtesy: without it the verdict stands
+    for labels, value in samples:
+        figures = period.releases.get(labels.get(n.L_RELEASE) or "unknown")
+        if figures is not None:
+            figures.cost_usd = (figures.cost_usd or 0.0) + value
 
 
 def _fill_stage_errors(period: Period, increases: _Increases) -> None:
@@ -241,6 +332,12 @@ def _fill_stage_errors(period: Period, increases: _Increases) -> None:
         period.stages[fault] = Tally({top_stage: top_count})
         period.errors[fault] = top_count
         period.affected[fault] = max(by_fault_request[fault], top_count)
+        # Stage failures past the requests that failed or fell back with this fault were
+        # retried or handled: the metrics cannot tell a retry that failed again from one that
+        # recovered, so this is an upper bound (the span file counts them exactly).
+        seen = period.failed[fault] + period.degraded[fault]
+        period.absorbed_failures[fault] = max(0.0, top_count - seen)
+        period.absorbed[fault] = min(period.absorbed_failures[fault], period.requests)
         period.error_types[fault] = per_type[(fault, top_stage)]
         if fault in (n.FAULT_VECTOR_STORE, n.FAULT_PROVIDER) and systems[(fault, top_stage)]:
             period.components[fault] = systems[(fault, top_stage)]
@@ -264,11 +361,41 @@ def _fill_provider_components(period: Period, increases: _Increases) -> None:
 
 
 def _fill_fallbacks(period: Period, increases: _Increases) -> None:
-    """Fallbacks by the domain of the stage that fell back; each touched a request."""
-    for labels, value in increases.by(n.M_FALLBACKS + "_total", (n.L_KIND,)):
-        domain = domain_of_kind(labels.get(n.L_KIND, ""))
+    """Fallbacks by the domain of what failed, and the stages that fell back.
+
+    A stage's fallback belongs to the domain of its kind. A request-level ``fallback()``
+    (``kind="request"``) carries the fault of the failure it replaced on the request:
+    ``chainsight_requests_total{outcome="degraded", fault=...}``. Those degraded requests that
+    stage-level fallbacks do not explain are its; what is left, a fallback with no failure
+    recorded, is the app's.
+    """
+    on_request: Tally = Tally()
+    for labels, value in increases.by(n.M_FALLBACKS + "_total", (n.L_STAGE, n.L_KIND)):
+        stage, kind = labels.get(n.L_STAGE, ""), labels.get(n.L_KIND, "")
+        if kind == REQUEST_KIND:
+            on_request[stage] += value
+            continue
+        domain = domain_of_kind(kind)
         period.fallbacks[domain] += value
-        period.affected[domain] = max(period.affected[domain], period.fallbacks[domain])
+        period.fallback_stages[domain][stage] += value
+    left = sum(on_request.values())
+    request_stage = _top_name(on_request)
+    for fault in sorted(n.FAULTS, key=lambda f: -period.degraded[f]):
+        share = min(max(0.0, period.degraded[fault] - period.fallbacks[fault]), left)
+        if share > 0:
+            period.fallbacks[fault] += share
+            period.fallback_stages[fault][request_stage] += share
+            left -= share
+    if left > 0:
+        period.fallbacks[n.FAULT_APP] += left
+        period.fallback_stages[n.FAULT_APP][request_stage] += left
+    for domain, count in period.fallbacks.items():
+        period.affected[domain] = max(period.affected[domain], count)
+
+
+def _top_name(tally: Tally) -> str:
+    ranked = tally.most_common(1)
+    return ranked[0][0] if ranked else ""
 
 
 def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
@@ -276,7 +403,10 @@ def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
     latency: dict[str, BucketLatency] = {}
     by_stage: dict[str, dict[str, BucketLatency]] = defaultdict(dict)
     by_component: dict[str, BucketLatency] = {}
-    stage_buckets = increases.by(n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, "le"))
+    by_system: dict[str, BucketLatency] = {}
+    stage_buckets = increases.by(
+        n.M_STAGE_DURATION + "_bucket", (n.L_STAGE, n.L_KIND, n.L_SYSTEM, "le")
+    )
     for labels, value in stage_buckets:
         domain = domain_of_kind(labels.get(n.L_KIND, ""))
         bound = _le(labels.get("le", "+Inf"))
@@ -284,13 +414,19 @@ def _fill_bucket_latency(period: Period, increases: _Increases) -> None:
             continue
         latency.setdefault(domain, BucketLatency()).add(bound, value)
         by_stage[domain].setdefault(labels.get(n.L_STAGE, ""), BucketLatency()).add(bound, value)
+        if domain == n.FAULT_VECTOR_STORE and labels.get(n.L_SYSTEM):
+            # The stage metrics name the vector store by its system: the component of a slow one.
+            by_system.setdefault(labels[n.L_SYSTEM], BucketLatency()).add(bound, value)
     genai_buckets = increases.by(n.M_GEN_AI_OPERATION_DURATION + "_bucket", (*_GENAI_BY, "le"))
     for labels, value in genai_buckets:
         bound = _le(labels.get("le", "+Inf"))
         if bound is not None:
             by_component.setdefault(_genai_component(labels), BucketLatency()).add(bound, value)
     period.latency, period.stage_latency = latency, by_stage
-    period.component_latency = {n.FAULT_PROVIDER: by_component}
+    period.component_latency = {
+        n.FAULT_PROVIDER: by_component,
+        n.FAULT_VECTOR_STORE: by_system,
+    }
 
 
 def _pick_stage(stages: Mapping[str, float], kinds: Mapping[str, str], domain: str) -> str:
@@ -353,7 +489,7 @@ def from_prometheus(
             "--window or check that the app is receiving requests"
         )
     before = _prometheus_period(client, selector, when - window, baseline)
-    return analyse(
+    report = analyse(
         now,
         before,
         source=f"prometheus {client.name}",
@@ -361,3 +497,80 @@ def from_prometheus(
         window_seconds=window,
         baseline_seconds=baseline,
     )
+    report.notes += _resolution_notes(report, now, before)
+    # When it began is a courtesy (a server without subqueries): without it the verdict stands.
+    with contextlib.suppress(TriageError):
+        report.onset = _onset(client, selector, when, window + baseline, report)
+    return report
+
+
+#: Time bins the onset search splits the two periods into, at most.
+_ONSET_BINS: Final = 120
+#: Scrapes per bin at least: increase() needs two samples, and more make it steadier.
+_SCRAPES_PER_BIN: Final = 4
+
+
+def _onset(
+    client: _Prometheus, selector: str, at: float, span: float, report: Report
+) -> Onset | None:
+    """When the error fault began: a change point in the failing share of requests.
+
+    From the first error fault's domain: the errors of the stage its evidence names (else the
+    requests failed or degraded with that fault) over all requests, per time bin over both
+    periods (subqueries), searched as the span file's onset is (``triage_onset``). It is
+    reported, never moves the window. Latency-only faults get none (buckets per bin are too
+    coarse to split on).
+    """
+    fault = next((f for f in report.faults if "errors" in report.domains[f.domain].signals), None)
+    if fault is None:
+        return None
+    requests = f"{n.M_REQUESTS}_total"
+    samples = client.query(
+        f"max(count_over_time({requests}{{{selector}}}[{format_duration(span)}]))", at
+    )
+    scrapes = samples[0][1] if samples else 0.0
+    if scrapes < 2 * _SCRAPES_PER_BIN:
+        return None
+    step = max(span / _ONSET_BINS, span / scrapes * _SCRAPES_PER_BIN)
+    step = max(1.0, round(step))
+    # The failures counted where they start (the stage the evidence names) when it is known:
+    # they include the ones retries absorbed, so a small incident stands out sooner.
+    stage = report.domains[fault.domain].stage
+    if stage:
+        failing = f"{n.M_STAGE_ERRORS}_total"
+        matchers: tuple[str, ...] = (f"{n.L_STAGE}={json.dumps(stage)}",)
+    else:
+        failing, matchers = requests, (f'{n.L_OUTCOME}=~"error|degraded"',)
+    bad_selector = ", ".join(
+        part for part in (selector, *matchers, f'{n.L_FAULT}="{fault.domain}"') if part
+    )
+
+    def series(metric: str, sel: str) -> dict[float, float]:
+        inner = f"sum(increase({metric}{{{sel}}}[{format_duration(step)}]))"
+        expr = f"{inner}[{format_duration(span)}:{format_duration(step)}]"
+        return dict(client.query_series(expr, at))
+
+    totals, bad = series(requests, selector), series(failing, bad_selector)
+    ends = sorted(totals)
+    change = binned_error_change(ends, [bad.get(t, 0.0) for t in ends], [totals[t] for t in ends])
+    if change is None:
+        return None
+    return Onset(change[0], fault.domain, "errors", change[1])
+
+
+def _resolution_notes(report: Report, now: Period, before: Period) -> list[str]:
+    """Where the latency buckets are too coarse to tell the change p95 shows (no signal)."""
+    notes = []
+    for domain, figures in report.domains.items():
+        if "latency" in figures.signals:
+            continue
+        dist, base = now.latency.get(domain), before.latency.get(domain)
+        note = resolution_note(
+            domain,
+            dist if isinstance(dist, BucketLatency) else None,
+            base if isinstance(base, BucketLatency) else None,
+            StageDuration.buckets,
+        )
+        if note is not None:
+            notes.append(note)
+    return notes

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Final
 
@@ -25,13 +25,20 @@ from chainsight.tools.triage_figures import (
     FAILED_OUTCOMES,
     REQUEST_KIND,
     Period,
+    ReleaseFigures,
     SampleLatency,
     domain_of_kind,
 )
 from chainsight.tools.triage_lines import Skipped, read_json_lines
+from chainsight.tools.triage_onset import Onset, find_onset
+from chainsight.tools.triage_releases import MAX_RELEASES, parse_release_id
 from chainsight.tools.triage_units import MAX_PATH, clean_text, format_duration, shown
 
-__all__ = ["from_spans"]
+__all__ = ["ATTEMPT_ATTRIBUTE", "from_spans"]
+
+#: The attribute an app may set on a retried stage (``stage("model", attempt=2)``): the
+#: attempt's number, 1 for the first. Repeated sibling stages are recognised without it.
+ATTEMPT_ATTRIBUTE: Final = "attempt"
 
 
 @dataclass
@@ -43,6 +50,9 @@ class _Span:
     duration: float
     attributes: dict[str, str]
     fallback_event: bool
+    span_id: str = ""
+    parent_id: str = ""
+    release: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -100,8 +110,15 @@ _READ_ATTRIBUTES: Final = frozenset(
         n.GEN_AI_DATA_SOURCE_ID,
         n.DB_SYSTEM_NAME,
         n.DB_COLLECTION_NAME,
+        n.CS_RELEASE_ID,
+        n.CS_REQUEST_COST_USD,
+        ATTEMPT_ATTRIBUTE,
     }
 )
+#: Release parts (``chainsight.release.<key>``) kept per span: a release has a handful.
+_MAX_RELEASE_KEYS: Final = 16
+#: Characters of a span or parent id kept: OpenTelemetry's are 16 hex digits.
+_MAX_SPAN_ID: Final = 64
 #: Longest trace id kept: OpenTelemetry's are 32 hex digits.
 _MAX_TRACE_ID: Final = 128
 #: Nanosecond times are read as a signed 64-bit integer is: 0 up to 2**63 (year 2262).
@@ -160,7 +177,28 @@ def _span(record: object) -> _Span | str:
         attributes=attributes,
         fallback_event=isinstance(events, list)
         and any(isinstance(e, dict) and e.get("name") == n.EVENT_FALLBACK for e in events),
+        span_id=_id(record.get("span_id")),
+        parent_id=_id(record.get("parent_span_id")),
+        release=_release_parts(raw) if isinstance(raw, dict) else {},
     )
+
+
+def _id(value: object) -> str:
+    """A span id as text (bounded, escaped); empty when absent or not text."""
+    return clean_text(value[:_MAX_SPAN_ID]) if isinstance(value, str) else ""
+
+
+def _release_parts(raw: Mapping[str, object]) -> dict[str, str]:
+    """The ``chainsight.release.<key>`` attributes of a span but the id, a bounded number."""
+    parts: dict[str, str] = {}
+    for key, value in raw.items():
+        if len(parts) >= _MAX_RELEASE_KEYS:
+            break
+        if isinstance(key, str) and key.startswith(n.CS_RELEASE_PREFIX) and key != n.CS_RELEASE_ID:
+            text = _attribute(value)
+            if text is not None:
+                parts[clean_text(key[len(n.CS_RELEASE_PREFIX) :])] = text
+    return parts
 
 
 def _read_spans(path: str) -> tuple[list[_Span], Skipped]:
@@ -205,35 +243,132 @@ def _fill_requests(period: Period, roots: list[_Span], traces: Mapping[str, list
     for root in roots:
         period.requests += 1
         trace = traces.get(root.trace_id, [])
-        touched: set[str] = set()
-        fell_back: set[str] = set()
+        touched = _fill_origins(period, root, trace)
+        fell_back = _fill_fallbacks(period, root, trace, touched)
+        seen = _user_domain(root, touched, fell_back)
+        if seen is not None:
+            (period.failed if root.outcome == n.OUTCOME_ERROR else period.degraded)[seen] += 1
         for span in _origin_errors(trace):
             domain = span.fault or n.FAULT_APP
-            touched.add(domain)
-            period.errors[domain] += 1
-            period.error_types[domain][span.attributes.get(n.ERROR_TYPE, "unknown")] += 1
-            period.stages[domain][span.stage] += 1
-            period.components[domain][_component(span, domain)] += 1
-        root_fault = root.fault
-        if root.outcome in FAILED_OUTCOMES and root_fault and root_fault not in touched:
-            touched.add(root_fault)
-            period.errors[root_fault] += 1
-            period.error_types[root_fault][root.attributes.get(n.ERROR_TYPE, "unknown")] += 1
-            origin = root.attributes.get(n.CS_ERROR_ORIGIN)
-            if origin:
-                period.stages[root_fault][origin] += 1
-                if root_fault in (n.FAULT_APP, n.FAULT_MODEL):
-                    period.components[root_fault][origin] += 1
-        for span in trace:
-            if span.attributes.get(n.CS_FALLBACK_TO) or span.fallback_event:
-                if span.kind == REQUEST_KIND:
-                    fell_back.add(root_fault or n.FAULT_APP)
-                else:
-                    fell_back.add(domain_of_kind(span.kind))
+            if domain != seen:
+                period.absorbed_failures[domain] += 1
+        for domain in touched - {seen}:
+            period.absorbed[domain] += 1
+        for span in _retried(trace):
+            period.retries[span.fault or domain_of_kind(span.kind)] += 1
         for domain in touched | fell_back:
             period.affected[domain] += 1
         for domain in fell_back:
             period.fallbacks[domain] += 1
+        _fill_release(period, root, trace, touched | fell_back, seen)
+
+
+def _fill_origins(period: Period, root: _Span, trace: list[_Span]) -> set[str]:
+    """Count the request's failures where they started; the domains they touched."""
+    touched: set[str] = set()
+    for span in _origin_errors(trace):
+        domain = span.fault or n.FAULT_APP
+        touched.add(domain)
+        period.errors[domain] += 1
+        period.error_types[domain][span.attributes.get(n.ERROR_TYPE, "unknown")] += 1
+        period.stages[domain][span.stage] += 1
+        period.components[domain][_component(span, domain)] += 1
+    root_fault = root.fault
+    if root.outcome in FAILED_OUTCOMES and root_fault and root_fault not in touched:
+        touched.add(root_fault)
+        period.errors[root_fault] += 1
+        period.error_types[root_fault][root.attributes.get(n.ERROR_TYPE, "unknown")] += 1
+        origin = root.attributes.get(n.CS_ERROR_ORIGIN)
+        if origin:
+            period.stages[root_fault][origin] += 1
+            if root_fault in (n.FAULT_APP, n.FAULT_MODEL):
+                period.components[root_fault][origin] += 1
+    return touched
+
+
+def _fill_fallbacks(period: Period, root: _Span, trace: list[_Span], touched: set[str]) -> set[str]:
+    """The domains whose failure a fallback replaced, and the stages that fell back.
+
+    A request-level ``fallback()`` carries the fault of the failure it replaced (the request
+    span's ``chainsight.fault``); without one, the one domain the request's failures touched.
+    """
+    fell_back: set[str] = set()
+    for span in trace:
+        if not (span.attributes.get(n.CS_FALLBACK_TO) or span.fallback_event):
+            continue
+        if span.kind == REQUEST_KIND:
+            alone = next(iter(touched)) if len(touched) == 1 else None
+            domain = root.fault or alone or n.FAULT_APP
+        else:
+            domain = span.fault or domain_of_kind(span.kind)
+        fell_back.add(domain)
+        period.fallback_stages[domain][span.stage] += 1
+    return fell_back
+
+
+def _user_domain(root: _Span, touched: set[str], fell_back: set[str]) -> str | None:
+    """The domain of what the user saw fail or degrade; ``None`` when they were served."""
+    if root.outcome == n.OUTCOME_ERROR:
+        candidates = touched
+    elif root.outcome == n.OUTCOME_DEGRADED:
+        candidates = fell_back or touched
+    else:
+        return None
+    if root.fault:
+        return root.fault
+    return min(candidates, key=n.FAULTS.index) if candidates else n.FAULT_APP
+
+
+def _retried(trace: list[_Span]) -> list[_Span]:
+    """The repeated attempts of a stage: later siblings of one name, or ``attempt`` > 1."""
+    first: dict[tuple[str, str], _Span] = {}
+    again: list[_Span] = []
+    for span in sorted(trace, key=lambda s: s.end - s.duration):
+        if span.kind in ("", REQUEST_KIND):
+            continue
+        key = (span.parent_id, span.stage)
+        attempt = span.attributes.get(ATTEMPT_ATTRIBUTE, "1")
+        if key in first or (attempt.isascii() and attempt.isdigit() and int(attempt[:6]) > 1):
+            again.append(span)
+        first.setdefault(key, span)
+    return again
+
+
+def _fill_release(
+    period: Period, root: _Span, trace: list[_Span], affected: set[str], seen: str | None
+) -> None:
+    """Add the request to its release's figures."""
+    release = root.attributes.get(n.CS_RELEASE_ID) or "unknown"
+    figures = period.releases.get(release)
+    if figures is None:
+        if len(period.releases) >= MAX_RELEASES:
+            return  # a writer inventing releases must not grow the table without bound
+        keys = root.release or parse_release_id(release)
+        figures = period.releases[release] = ReleaseFigures(release, keys, latency=SampleLatency())
+    figures.requests += 1
+    for domain in affected:
+        figures.affected[domain] += 1
+    if seen is not None and root.outcome == n.OUTCOME_ERROR:
+        figures.failed[seen] += 1
+    if any(
+        s.kind == "validation" and s.attributes.get(n.ERROR_TYPE) == n.ERR_VALIDATION_FAILED
+        for s in trace
+    ):
+        figures.validation_failures += 1
+    if isinstance(figures.latency, SampleLatency):
+        figures.latency.add(root.duration)
+    cost = _number(root.attributes.get(n.CS_REQUEST_COST_USD))
+    if cost is not None:
+        figures.cost_usd = (figures.cost_usd or 0.0) + cost
+
+
+def _number(text: str | None) -> float | None:
+    """A finite non-negative number from an attribute's text, else ``None``."""
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if 0 <= value < math.inf else None
 
 
 def _fill_latency(period: Period, spans: Iterable[_Span]) -> None:
@@ -264,26 +399,31 @@ def from_spans(
     """Triage a JSONL span file: the last ``window`` seconds against the time before it.
 
     ``at`` (Unix seconds) is the end of the window; the default is the last span's end. Without
-    ``window`` it is a quarter of the file's time range, at most 10 minutes; without
-    ``baseline`` the baseline is everything before the window.
+    ``window`` the window starts where the incident began, found by change-point detection on
+    each domain's error and latency series (``triage_onset``); without a clear change it is a
+    quarter of the file's time range, at most 10 minutes. Without ``baseline`` the baseline is
+    everything before the window.
     """
     spans, skipped = _read_spans(path)
     _check_readable(path, spans, skipped)
-    roots = [s for s in spans if s.kind == REQUEST_KIND]
     end = at if at is not None else max(s.end for s in spans)
     first = min(s.end - s.duration for s in spans)
-    if window is None:
-        window = min(600.0, max((end - first) / 4, 1e-3))
-    start = end - window
-    base_start = start - baseline if baseline is not None else -math.inf
-
     traces: dict[str, list[_Span]] = defaultdict(list)
     for span in spans:
         traces[span.trace_id].append(span)
+    roots = sorted((s for s in spans if s.kind == REQUEST_KIND), key=lambda s: s.end)
+    stages = [s for s in spans if s.kind and s.kind != REQUEST_KIND]
+    onset = _onset([r for r in roots if r.end <= end], traces, stages, end)
+    if window is None:
+        window = min(600.0, max((end - first) / 4, 1e-3))
+        if onset is not None:
+            window = end - onset.at
+    start = end - window
+    base_start = start - baseline if baseline is not None else -math.inf
+
     now, before = Period(), Period()
     _fill_requests(now, [r for r in roots if start < r.end <= end], traces)
     _fill_requests(before, [r for r in roots if base_start < r.end <= start], traces)
-    stages = [s for s in spans if s.kind and s.kind != REQUEST_KIND]
     _fill_latency(now, (s for s in stages if start < s.end <= end))
     _fill_latency(before, (s for s in stages if base_start < s.end <= start))
     if now.requests < MIN_REQUESTS:
@@ -303,7 +443,35 @@ def from_spans(
         window_seconds=window,
         baseline_seconds=baseline,
         skipped=skipped,
+        onset=onset,
     )
+
+
+def _onset(
+    roots: list[_Span], traces: Mapping[str, list[_Span]], stages: list[_Span], end: float
+) -> Onset | None:
+    """Where the incident began, from the requests and stage calls up to ``end``.
+
+    An onset that would leave fewer than :data:`MIN_REQUESTS` requests on either side is no
+    onset: such a window cannot be judged, nor compared with so short a past.
+    """
+    requests = [(r.end, frozenset(_touched(r, traces.get(r.trace_id, [])))) for r in roots]
+    calls = sorted((s.end, domain_of_kind(s.kind), s.duration) for s in stages if s.end <= end)
+    onset = find_onset(requests, calls, n.FAULTS)
+    if onset is None:
+        return None
+    after = sum(1 for r in roots if r.end > onset.at)
+    if min(after, len(roots) - after) < MIN_REQUESTS:
+        return None
+    return onset
+
+
+def _touched(root: _Span, trace: list[_Span]) -> set[str]:
+    """The domains a failure or a fallback touched in one request (for the onset search)."""
+    touched = {span.fault or n.FAULT_APP for span in _origin_errors(trace)}
+    if root.outcome in FAILED_OUTCOMES and root.fault:
+        touched.add(root.fault)
+    return touched
 
 
 def _also(skipped: Skipped) -> str:
