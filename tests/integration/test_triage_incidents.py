@@ -278,15 +278,10 @@ def test_prometheus_request_fallback_is_not_the_apps(runs: Runs) -> None:
     assert provider["fallback_stage"] == "answer_ticket"
 
 
-def test_prometheus_slowdown_is_found_or_the_resolution_is_named(runs: Runs) -> None:
+def test_prometheus_slowdown_is_found(runs: Runs) -> None:
+    # The stage-duration buckets are at most 1.5x apart, so a 2.4x provider slowdown shows in
+    # histogram_quantile and must be a verdict, not only a note about resolution.
     code, payload = _from_prometheus(runs, "slow")
     verdict = payload["verdict"]
-    if verdict["faults"]:
-        assert code == 1
-        assert [f["domain"] for f in verdict["faults"]] == ["provider"], verdict["line"]
-    else:
-        # The buckets cannot tell a 2.4x change at these latencies: triage must say so.
-        notes = payload["notes"]
-        assert any(note.startswith("provider:") and "cannot be told" in note for note in notes), (
-            notes
-        )
+    assert code == 1, verdict["line"]
+    assert [f["domain"] for f in verdict["faults"]] == ["provider"], verdict["line"]
