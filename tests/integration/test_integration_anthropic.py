@@ -47,6 +47,7 @@ def test_a_message_records_what_a_hand_written_stage_records(
     t = provider.tokens
     assert auto.attributes["gen_ai.usage.input_tokens"] == t.input  # cache reads and writes in
     assert auto.attributes["gen_ai.usage.cache_read.input_tokens"] == t.cached
+    assert auto.attributes["gen_ai.usage.cache_write.input_tokens"] == t.cache_write
     assert auto.attributes["gen_ai.usage.cache_creation.input_tokens"] == t.cache_write
     assert auto.attributes["gen_ai.response.model"] == provider.answer.anthropic_model
     assert auto.attributes["chainsight.cost.usd"] > 0

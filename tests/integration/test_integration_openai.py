@@ -129,7 +129,7 @@ def test_a_stream_records_usage_and_time_to_first_chunk(
     streamed = chainsight_capture.stage(name="openai.chat")
     assert streamed.outcome == "ok"
     assert streamed.attributes["chainsight.time_to_first_chunk_seconds"] > 0
-    assert streamed.event("gen_ai.first_chunk") is not None
+    assert streamed.event("chainsight.first_chunk") is not None
     assert chainsight_capture.metric("gen_ai_client_operation_time_to_first_chunk_seconds_count")
 
     chainsight_capture.clear()
