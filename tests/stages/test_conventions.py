@@ -186,12 +186,18 @@ def test_chat_styles_become_parts(captured: Capture) -> None:
     ]
     assert messages[2] == {
         "role": "tool",
-        "parts": [{"type": "tool_call_response", "id": "call_1", "response": '{"status": "shipped"}'}],
+        "parts": [
+            {"type": "tool_call_response", "id": "call_1", "response": '{"status": "shipped"}'}
+        ],
     }
     model = json.loads(captured.stage(name="model").attributes["gen_ai.input.messages"])
     assert [p["type"] for p in model[1]["parts"]] == ["reasoning", "tool_call"]
     assert model[1]["parts"][1]["arguments"] == {"city": "Paris"}
-    assert model[2]["parts"][0] == {"type": "tool_call_response", "id": "toolu_1", "response": "rainy"}
+    assert model[2]["parts"][0] == {
+        "type": "tool_call_response",
+        "id": "toolu_1",
+        "response": "rainy",
+    }
 
 
 def test_output_messages_and_documents_carry_what_consumers_require(captured: Capture) -> None:
@@ -201,7 +207,8 @@ def test_output_messages_and_documents_carry_what_consumers_require(captured: Ca
     docs = json.loads(captured.stage(kind="retrieval").attributes["gen_ai.retrieval.documents"])
     assert docs[0] == {"id": "kb-1", "score": 0.91, "content": "Refunds take 5 days.",
                        "metadata": {"lang": "en"}}  # fmt: skip
-    assert docs[1]["id"] == "7" and docs[1]["content"].startswith("Contact [REDACTED:email")
+    assert docs[1]["id"] == "7"
+    assert docs[1]["content"].startswith("Contact [REDACTED:email")
 
 
 def test_every_emitted_gen_ai_name_is_registered_or_documented(captured: Capture) -> None:
@@ -232,7 +239,7 @@ def test_cache_writes_carry_both_generations_of_names(captured: Capture) -> None
 def test_openinference_llm_span(captured: Capture) -> None:
     attrs = captured.stage(name="model").attributes
     assert attrs["openinference.span.kind"] == "LLM"
-    assert attrs["llm.provider"] == "anthropic" and attrs["llm.system"] == "anthropic"
+    assert (attrs["llm.provider"], attrs["llm.system"]) == ("anthropic", "anthropic")
     assert attrs["llm.model_name"] == "claude-sonnet-4-5-20250929"  # the model that answered
     assert attrs["llm.request.model_name"] == "claude-sonnet-4-5"
     assert attrs["llm.input_messages.0.message.role"] == "system"
@@ -301,9 +308,11 @@ def test_capture_off_emits_no_content_under_either_convention() -> None:
     _chain()
     for where, attrs in _every_attribute(cap):
         for key, value in attrs.items():
-            assert key not in CONTENT_KEYS and not key.startswith(CONTENT_PREFIXES), (where, key)
+            assert key not in CONTENT_KEYS, (where, key)
+            assert not key.startswith(CONTENT_PREFIXES), (where, key)
             assert not key.endswith(("document.content", "document.metadata")), (where, key)
-            assert "Refunds take" not in str(value) and "Paris" not in str(value), (where, key)
+            assert "Refunds take" not in str(value), (where, key)
+            assert "Paris" not in str(value), (where, key)
     # What is not content is still there: kinds, tokens, the answering model, cost.
     model = cap.stage(name="model").attributes
     assert model["llm.token_count.prompt_details.cache_write"] == 1000
@@ -316,7 +325,8 @@ def test_event_only_keeps_openinference_content_off_the_span() -> None:
     model = cap.stage(name="model")
     assert "llm.input_messages.0.message.content" not in model.attributes
     event = model.event("gen_ai.client.inference.operation.details")
-    assert event is not None and event["llm.input_messages.0.message.content"] == SYSTEM
+    assert event is not None
+    assert event["llm.input_messages.0.message.content"] == SYSTEM
 
 
 def test_long_content_is_cut_inside_and_stays_valid_json() -> None:
@@ -330,7 +340,9 @@ def test_long_content_is_cut_inside_and_stays_valid_json() -> None:
             output_messages=[{"role": "assistant", "content": secret_at_cut}],
         )
     with chainsight.stage("retrieval", system="qdrant") as r:
-        r.record_content(documents=[{"id": f"d{i}", "score": 0.5, "text": words} for i in range(300)])
+        r.record_content(
+            documents=[{"id": f"d{i}", "score": 0.5, "text": words} for i in range(300)]
+        )
     checked = 0
     for _, attrs in _every_attribute(cap):
         for attribute in SCHEMAS:
