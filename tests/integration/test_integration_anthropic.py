@@ -83,7 +83,7 @@ def test_streams_record_the_same_facts_as_a_whole_message(
     assert [e.type for e in stream][-1] == "message_stop"
     raw = chainsight_capture.stage(name="anthropic.messages")
     assert facts(raw) == whole
-    assert raw.attributes["chainsight.time_to_first_chunk_seconds"] > 0
+    assert raw.attributes["gen_ai.response.time_to_first_chunk"] > 0
 
     chainsight_capture.clear()
     with client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as helper:
