@@ -283,6 +283,8 @@ def test_openinference_retriever_and_reranker(captured: Capture) -> None:
     assert rerank["reranker.query"] == "refund"
     assert rerank["reranker.output_documents.0.document.id"] == "kb-1"
     assert rerank["reranker.output_documents.0.document.score"] == 0.91
+    assert captured.stage(kind="tool").attributes["tool.name"] == "find_order"
+    assert captured.stage(kind="prompt").attributes["llm.prompt_template.version"] == "7"
     embedding = captured.stage(kind="embedding").attributes
     assert embedding["embedding.model_name"] == "text-embedding-3-small"
     assert "llm.model_name" not in embedding

@@ -42,6 +42,12 @@ _PROVIDERS: Final[dict[str, tuple[str, str | None]]] = {
     "gcp.gen_ai": ("google", None),
     "gcp.gemini": ("google", None),
 }
+# GenAI attributes whose OpenInference twin means the same, copied as they are.
+_SAME_MEANING: Final = (
+    (n.GEN_AI_TOOL_NAME, n.OI_TOOL_NAME),
+    (n.GEN_AI_PROMPT_VERSION, n.OI_PROMPT_TEMPLATE_VERSION),
+    (n.GEN_AI_CONVERSATION_ID, n.OI_SESSION_ID),
+)
 # Messages and documents flattened into numbered attributes: the content cut keeps a few
 # kilobytes, so more than this many is never real content worth a name each.
 _MAX_FLAT: Final = 64
@@ -96,6 +102,10 @@ def static_attributes(
     top_k = attrs.get(n.GEN_AI_RETRIEVAL_TOP_K)
     if kind == "rerank" and type(top_k) is int:
         attrs[n.OI_RERANKER_TOP_K] = top_k
+    for ours, theirs in _SAME_MEANING:
+        value = attrs.get(ours)
+        if value is not None:
+            attrs[theirs] = value
 
 
 def usage_attributes(kind: str, usage: UsageFacts, attrs: dict[str, AttributeValue]) -> None:
