@@ -68,33 +68,42 @@ def cache_dir() -> Path:
 def ensure_venv() -> tuple[Path, float | None]:
     """The Phoenix environment's python, and the seconds the install took (None: cached)."""
     venv = cache_dir()
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    python = venv / "bin" / "python"
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+    try:
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(venv.parent / f"{venv.name}.lock", "w")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise PhoenixUnavailable(f"cannot use the cache {venv.parent}: {exc}") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session installing: wait for it
-        if (venv / ".complete").exists():
-            return python, None
-        shutil.rmtree(venv, ignore_errors=True)
-        started = time.monotonic()
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(python), "-m", "pip", "install", "-q", f"arize-phoenix=={PHOENIX_VERSION}"],
-        ]
-        for step in steps:
-            try:
-                done = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
-                    step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise PhoenixUnavailable(f"{' '.join(step[:4])} failed: {exc}") from exc
-            if done.returncode != 0:
-                raise PhoenixUnavailable(
-                    f"{' '.join(step[:4])} ... exited {done.returncode}: "
-                    f"{(done.stderr or done.stdout)[-2000:]}"
-                )
-        seconds = time.monotonic() - started
-        (venv / ".complete").write_text(f"installed in {seconds:.1f} s\n", encoding="utf-8")
-        return python, seconds
+        return _install(venv)
+
+
+def _install(venv: Path) -> tuple[Path, float | None]:
+    """Install Phoenix into ``venv`` unless it is complete; the caller holds the lock file."""
+    python = venv / "bin" / "python"
+    if (venv / ".complete").exists():
+        return python, None
+    shutil.rmtree(venv, ignore_errors=True)
+    started = time.monotonic()
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", f"arize-phoenix=={PHOENIX_VERSION}"],
+    ]
+    for step in steps:
+        try:
+            done = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
+                step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PhoenixUnavailable(f"{' '.join(step[:4])} failed: {exc}") from exc
+        if done.returncode != 0:
+            raise PhoenixUnavailable(
+                f"{' '.join(step[:4])} ... exited {done.returncode}: "
+                f"{(done.stderr or done.stdout)[-2000:]}"
+            )
+    seconds = time.monotonic() - started
+    (venv / ".complete").write_text(f"installed in {seconds:.1f} s\n", encoding="utf-8")
+    return python, seconds
 
 
 def _free_port() -> int:

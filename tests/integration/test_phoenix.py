@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,21 +37,24 @@ query($id: ID!) { node(id: $id) { ... on Project { spans(first: 100) { edges { n
 """
 
 
+def _say(message: str) -> None:
+    """Straight to the terminal, past pytest's capture: the suite turns warnings into errors."""
+    sys.__stderr__.write(f"\n[test_phoenix] {message}\n")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[phoenix.Phoenix]:
     try:
         python, seconds = phoenix.ensure_venv()
         if seconds is not None:
-            warnings.warn(
-                f"installed Phoenix {phoenix.PHOENIX_VERSION} in {seconds:.0f} s", stacklevel=1
-            )
+            _say(f"installed Phoenix {phoenix.PHOENIX_VERSION} in {seconds:.0f} s")
         with phoenix.running(python, tmp_path_factory.mktemp("phoenix")) as running:
             yield running
     except phoenix.PhoenixUnavailable as exc:
         message = f"a real Phoenix is needed and could not be had: {exc}"
+        _say(message)
         if os.environ.get("CI"):
             pytest.fail(message)
-        warnings.warn(message, stacklevel=1)
         pytest.skip(message)
 
 
