@@ -102,8 +102,8 @@ def _deliver(site: Site, stage: Stage, obj: Any, result: Any, own: bool) -> None
 
 
 def _prompt(site: Site, stage: Stage, kwargs: dict[str, Any]) -> None:
-    """Capture the call's prompt on ``stage`` when content capture is on. Never raises."""
-    if site.content is None or stage.cfg.capture is None:
+    """Capture the call's prompt on ``stage`` (content capture is on). Never raises."""
+    if site.content is None:
         return
     try:
         stage.record_content(**site.content(kwargs))
@@ -126,7 +126,8 @@ def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: 
     """
     user_stage = _enrich(site)
     if user_stage is not None:
-        _prompt(site, user_stage, kwargs)
+        if user_stage.cfg.capture is not None:  # checked here: no call per SDK call when off
+            _prompt(site, user_stage, kwargs)
         result = call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
@@ -134,7 +135,8 @@ def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: 
     if opened is None:
         return call(obj, *args, **kwargs)
     stage, token = opened
-    _prompt(site, stage, kwargs)
+    if stage.cfg.capture is not None:
+        _prompt(site, stage, kwargs)
     try:
         result = call(obj, *args, **kwargs)
     except BaseException as exc:
@@ -152,7 +154,8 @@ async def run_async(
     """The coroutine twin of :func:`run_sync`."""
     user_stage = _enrich(site)
     if user_stage is not None:
-        _prompt(site, user_stage, kwargs)
+        if user_stage.cfg.capture is not None:  # checked here: no call per SDK call when off
+            _prompt(site, user_stage, kwargs)
         result = await call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
@@ -160,7 +163,8 @@ async def run_async(
     if opened is None:
         return await call(obj, *args, **kwargs)
     stage, token = opened
-    _prompt(site, stage, kwargs)
+    if stage.cfg.capture is not None:
+        _prompt(site, stage, kwargs)
     try:
         result = await call(obj, *args, **kwargs)
     except BaseException as exc:
