@@ -264,6 +264,15 @@ def test_openinference_llm_span(captured: Capture) -> None:
     tools = captured.stage(name="tools").attributes
     assert tools["llm.token_count.completion_details.reasoning"] == 3
     assert tools["llm.model_name"] == "gpt-4o-2024-08-06"
+    # A reply that only calls tools is recorded as its tool calls (output.value cannot be text).
+    reply = json.loads(tools["gen_ai.output.messages"])
+    assert reply == [{"role": "assistant", "finish_reason": "tool_call", "parts": [
+        {"type": "tool_call", "id": "call_2", "name": "refund", "arguments": {"order": 1234}}]}]  # fmt: skip
+    assert json.loads(tools["output.value"]) == reply
+    assert tools["output.mime_type"] == "application/json"
+    call = "llm.output_messages.0.message.tool_calls.0.tool_call."
+    assert tools[call + "function.name"] == "refund"
+    assert json.loads(tools[call + "function.arguments"]) == {"order": 1234}
 
 
 def test_openinference_retriever_and_reranker(captured: Capture) -> None:
@@ -356,3 +365,28 @@ def test_long_content_is_cut_inside_and_stays_valid_json() -> None:
                 assert not list(_validator(attribute).iter_errors(json.loads(raw)))
                 checked += 1
     assert checked == 4
+
+
+def test_an_anthropic_reply_that_calls_a_tool_is_recorded_as_its_tool_call() -> None:
+    cap = capture(capture_content=True, conventions=("otel", "openinference"))
+    reply = anthropic.types.Message.model_validate(
+        {
+            "id": "msg_02", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_9", "name": "track", "input": {"n": 1}}],
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }
+    )  # fmt: skip
+    with chainsight.stage("model", provider="anthropic", model="claude-sonnet-4-5") as m:
+        m.record_response(reply)
+    attrs = cap.stage(kind="model").attributes
+    out = json.loads(attrs["gen_ai.output.messages"])
+    assert not list(_validator("gen_ai.output.messages").iter_errors(out))
+    assert out[0]["finish_reason"] == "tool_call"
+    assert out[0]["parts"] == [
+        {"type": "text", "content": "Checking."},
+        {"type": "tool_call", "id": "toolu_9", "name": "track", "arguments": {"n": 1}},
+    ]
+    assert attrs["llm.output_messages.0.message.content"] == "Checking."
+    assert attrs["llm.output_messages.0.message.tool_calls.0.tool_call.id"] == "toolu_9"

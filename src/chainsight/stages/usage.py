@@ -288,11 +288,22 @@ def apply_call(stage: Stage, acc: StreamAccumulator | None) -> None:
     _apply(stage, info)
 
 
+def _capture_reply(stage: Stage, info: ResponseInfo) -> None:
+    """The reply as output messages (content capture is on): the SDK's message when it calls
+    tools, else its text."""
+    if info.output_message is not None:
+        message: object = info.output_message
+    elif info.output_text is not None:
+        message = {"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}
+    else:
+        return
+    reason = info.finish_reasons[0] if info.finish_reasons else None
+    record_content(stage, {"output_messages": [message]}, reason)
+
+
 def _apply(stage: Stage, info: ResponseInfo) -> None:
-    if info.output_text is not None and stage.cfg.capture is not None:
-        message = [{"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}]
-        reason = info.finish_reasons[0] if info.finish_reasons else None
-        record_content(stage, {"output_messages": message}, reason)
+    if stage.cfg.capture is not None:
+        _capture_reply(stage, info)
     # What a response says is text from outside like any other: redacted before it is kept.
     redactor = stage.cfg.redactor
     model = safe_text(redactor, info.response_model, _MODEL_BYTES) if info.response_model else None
