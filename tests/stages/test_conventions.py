@@ -390,3 +390,18 @@ def test_an_anthropic_reply_that_calls_a_tool_is_recorded_as_its_tool_call() -> 
     ]
     assert attrs["llm.output_messages.0.message.content"] == "Checking."
     assert attrs["llm.output_messages.0.message.tool_calls.0.tool_call.id"] == "toolu_9"
+
+
+def test_the_v141_names_are_the_ones_the_pypi_conventions_package_defines() -> None:
+    """The alias and the first-chunk name, against opentelemetry-semantic-conventions (v1.41-era
+    names, what Phoenix and other consumers built on it read)."""
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as v141
+
+    from chainsight import _names as n
+
+    assert (
+        n.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS == v141.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+    )
+    assert n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS == v141.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+    assert n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK == v141.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+    assert n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS in _registry()  # the current name
