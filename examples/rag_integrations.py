@@ -149,7 +149,7 @@ def main() -> None:
                 "gen_ai.usage.input_tokens",
                 "gen_ai.usage.output_tokens",
                 "chainsight.cost.usd",
-                "chainsight.time_to_first_chunk_seconds",
+                "gen_ai.response.time_to_first_chunk",
                 "chainsight.retrieval.document_count",
                 "chainsight.retrieval.top_score",
             )

@@ -79,7 +79,7 @@ def main() -> None:
         "gen_ai.usage.input_tokens",
         "gen_ai.usage.output_tokens",
         "gen_ai.usage.cache_read.input_tokens",
-        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
         "chainsight.usage.cache_creation_1h.input_tokens",
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.response.id",

@@ -50,7 +50,7 @@ def test_the_integrations_example_records_every_sdk_call_as_a_stage() -> None:
     assert "answer: Refunds take 5 business days." in result.stdout
     for stage in ("openai.embeddings", "qdrant.query_points", "openai.chat", "answer_ticket"):
         assert f"  {stage}" in result.stdout
-    assert "chainsight.time_to_first_chunk_seconds" in result.stdout
+    assert "gen_ai.response.time_to_first_chunk" in result.stdout
     assert 'chainsight_tokens_total{feature="support"' in result.stdout
 
 

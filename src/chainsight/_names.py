@@ -17,10 +17,15 @@ GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+# The v1.41-era name of the same count (semantic-conventions-genai#440 renamed it), still what
+# Phoenix and the opentelemetry-semantic-conventions package read: emitted beside the current
+# name (docs/conventions.md, "Two generations of names").
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 GEN_AI_PROMPT_NAME: Final = "gen_ai.prompt.name"
 GEN_AI_PROMPT_VERSION: Final = "gen_ai.prompt.version"
@@ -53,7 +58,7 @@ DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 
 # --- chainsight's own span attributes ---------------------------------------------------------
 # No GenAI convention splits cache writes by TTL: the one-hour part (a part of
-# gen_ai.usage.cache_creation.input_tokens) gets a name of ours.
+# gen_ai.usage.cache_write.input_tokens) gets a name of ours.
 CS_USAGE_CACHE_WRITE_1H_INPUT_TOKENS: Final = "chainsight.usage.cache_creation_1h.input_tokens"
 CS_STAGE_KIND: Final = "chainsight.stage.kind"
 CS_STAGE_NAME: Final = "chainsight.stage.name"
@@ -78,12 +83,14 @@ CS_RETRIEVAL_DUPLICATE_IDS: Final = "chainsight.retrieval.duplicate_ids"
 CS_VALIDATION_PASSED: Final = "chainsight.validation.passed"
 CS_VALIDATION_REASON: Final = "chainsight.validation.reason"
 CS_VALIDATOR: Final = "chainsight.validator"
+# Deprecated for gen_ai.response.time_to_first_chunk (same value); kept one release for queries.
 CS_TTFC_SECONDS: Final = "chainsight.time_to_first_chunk_seconds"
 CS_STREAM_CHUNKS: Final = "chainsight.stream.chunks"
 CS_BUDGET: Final = "chainsight.budget"
 
 # Span event names.
-EVENT_FIRST_CHUNK: Final = "gen_ai.first_chunk"
+# Ours, not the conventions' (they define no such event): it marks when the first chunk came.
+EVENT_FIRST_CHUNK: Final = "chainsight.first_chunk"
 EVENT_FALLBACK: Final = "chainsight.fallback"
 
 # --- OpenInference (optional dual emission) ---------------------------------------------------
@@ -93,7 +100,31 @@ OI_LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
 OI_LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
 OI_LLM_COST_TOTAL: Final = "llm.cost.total"
 OI_LLM_MODEL_NAME: Final = "llm.model_name"
+OI_LLM_REQUEST_MODEL_NAME: Final = "llm.request.model_name"
+OI_LLM_RESPONSE_MODEL_NAME: Final = "llm.response.model_name"
 OI_LLM_PROVIDER: Final = "llm.provider"
+OI_LLM_SYSTEM: Final = "llm.system"
+OI_LLM_FINISH_REASON: Final = "llm.finish_reason"
+OI_LLM_TOKEN_COUNT_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
+OI_LLM_TOKEN_COUNT_CACHE_WRITE: Final = "llm.token_count.prompt_details.cache_write"
+OI_LLM_TOKEN_COUNT_REASONING: Final = "llm.token_count.completion_details.reasoning"
+OI_LLM_INPUT_MESSAGES: Final = "llm.input_messages"
+OI_LLM_OUTPUT_MESSAGES: Final = "llm.output_messages"
+OI_EMBEDDING_MODEL_NAME: Final = "embedding.model_name"
+OI_INPUT_VALUE: Final = "input.value"
+OI_INPUT_MIME_TYPE: Final = "input.mime_type"
+OI_OUTPUT_VALUE: Final = "output.value"
+OI_OUTPUT_MIME_TYPE: Final = "output.mime_type"
+OI_RETRIEVAL_DOCUMENTS: Final = "retrieval.documents"
+OI_RERANKER_QUERY: Final = "reranker.query"
+OI_RERANKER_MODEL_NAME: Final = "reranker.model_name"
+OI_RERANKER_TOP_K: Final = "reranker.top_k"
+OI_RERANKER_OUTPUT_DOCUMENTS: Final = "reranker.output_documents"
+OI_TOOL_NAME: Final = "tool.name"
+OI_PROMPT_TEMPLATE_VERSION: Final = "llm.prompt_template.version"
+OI_SESSION_ID: Final = "session.id"
+OI_MIME_JSON: Final = "application/json"
+OI_MIME_TEXT: Final = "text/plain"
 
 # --- Fault domains and outcomes ---------------------------------------------------------------
 FAULT_APP: Final = "app"

@@ -7,7 +7,7 @@ from typing import Any
 from chainsight.testing import Capture, CapturedStage
 
 # Span attributes that depend on when things happened, not on what was recorded.
-_TIMING = ("chainsight.time_to_first_chunk_seconds",)
+_TIMING = ("gen_ai.response.time_to_first_chunk", "chainsight.time_to_first_chunk_seconds")
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 
 

@@ -47,6 +47,7 @@ def test_a_message_records_what_a_hand_written_stage_records(
     t = provider.tokens
     assert auto.attributes["gen_ai.usage.input_tokens"] == t.input  # cache reads and writes in
     assert auto.attributes["gen_ai.usage.cache_read.input_tokens"] == t.cached
+    assert auto.attributes["gen_ai.usage.cache_write.input_tokens"] == t.cache_write
     assert auto.attributes["gen_ai.usage.cache_creation.input_tokens"] == t.cache_write
     assert auto.attributes["gen_ai.response.model"] == provider.answer.anthropic_model
     assert auto.attributes["chainsight.cost.usd"] > 0
@@ -82,7 +83,7 @@ def test_streams_record_the_same_facts_as_a_whole_message(
     assert [e.type for e in stream][-1] == "message_stop"
     raw = chainsight_capture.stage(name="anthropic.messages")
     assert facts(raw) == whole
-    assert raw.attributes["chainsight.time_to_first_chunk_seconds"] > 0
+    assert raw.attributes["gen_ai.response.time_to_first_chunk"] > 0
 
     chainsight_capture.clear()
     with client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as helper:

@@ -128,8 +128,8 @@ def test_a_stream_records_usage_and_time_to_first_chunk(
     assert text == provider.answer.text
     streamed = chainsight_capture.stage(name="openai.chat")
     assert streamed.outcome == "ok"
-    assert streamed.attributes["chainsight.time_to_first_chunk_seconds"] > 0
-    assert streamed.event("gen_ai.first_chunk") is not None
+    assert streamed.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    assert streamed.event("chainsight.first_chunk") is not None
     assert chainsight_capture.metric("gen_ai_client_operation_time_to_first_chunk_seconds_count")
 
     chainsight_capture.clear()
@@ -153,7 +153,7 @@ def test_the_stream_helpers_are_stages(
     for stage in (chat, responses):
         assert stage.outcome == "ok"
         assert stage.attributes["gen_ai.usage.output_tokens"] == provider.tokens.output
-        assert stage.attributes["chainsight.time_to_first_chunk_seconds"] > 0
+        assert stage.attributes["gen_ai.response.time_to_first_chunk"] > 0
 
 
 def test_a_stream_closed_early_ends_cancelled(
@@ -266,7 +266,7 @@ def test_nested_in_a_users_model_stage_it_enriches_that_stage(
         assert stage.attributes["gen_ai.usage.input_tokens"] == provider.tokens.input
         assert stage.attributes["gen_ai.response.model"] == provider.answer.model
     assert (
-        "chainsight.time_to_first_chunk_seconds"
+        "gen_ai.response.time_to_first_chunk"
         in chainsight_capture.stage(name="streamed").attributes
     )
     request = chainsight_capture.stage(kind="request")

@@ -156,7 +156,8 @@ def test_openai_tool_loop_then_stream(
     attrs = chainsight_capture.stage(name="agent").attributes
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (2100, 100)
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 768
-    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 768
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 768
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 768  # the v1.41 name too
     assert attrs["gen_ai.response.id"] == "chatcmpl-2"
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
     # gpt-4o bills cache writes as input: 1000 x 2.50 + 20 x 10, then 332 x 2.50 + 768 x 1.25
@@ -285,7 +286,8 @@ def test_anthropic_tool_loop_then_stream_helper(
     assert attrs["gen_ai.usage.input_tokens"] == (500 + 3000) + (600 + 3000)
     assert attrs["gen_ai.usage.output_tokens"] == 40 + 260
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 3000
-    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 3000
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000  # the v1.41 name too
     assert attrs["chainsight.usage.cache_creation_1h.input_tokens"] == 2000
     assert attrs["gen_ai.usage.reasoning.output_tokens"] == 200
     assert attrs["gen_ai.response.id"] == "msg_2"

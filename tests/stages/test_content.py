@@ -52,7 +52,8 @@ def test_on_redacts_every_planted_value_on_the_wire(tmp_path: Path) -> None:
         assert value not in text
     span = json.loads(text.splitlines()[0])
     messages = json.loads(span["attributes"]["gen_ai.input.messages"])
-    assert "order 12345678" in messages[1]["content"]  # ordinary text is kept
+    assert messages[1]["role"] == "user"  # OpenAI-style messages become the conventions' parts
+    assert "order 12345678" in messages[1]["parts"][0]["content"]  # ordinary text is kept
     assert "[REDACTED:email" in span["attributes"]["gen_ai.output.messages"]
     assert "gen_ai.retrieval.query.text" in span["attributes"]
 

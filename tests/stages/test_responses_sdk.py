@@ -610,7 +610,8 @@ def test_one_hour_cache_writes_are_priced_at_their_own_rate(chainsight_capture: 
     assert attrs["gen_ai.usage.input_tokens"] == (500 + 3000) + (600 + 3000)
     assert attrs["gen_ai.usage.output_tokens"] == 300
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 3000
-    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 3000
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 3000  # the v1.41 name too
     assert attrs["chainsight.usage.cache_creation_1h.input_tokens"] == 2000
     assert attrs["gen_ai.usage.reasoning.output_tokens"] == 200
     first_cost = (500 * 3.0 + 1000 * 3.75 + 2000 * 6.0 + 40 * 15.0) / 1e6

@@ -257,9 +257,10 @@ def test_generator_span_covers_stream(chainsight_capture: Capture) -> None:
     s = chainsight_capture.stage(kind="model")
     assert s.outcome == "ok"
     assert s.duration >= 0.029
-    ttfc = s.attributes["chainsight.time_to_first_chunk_seconds"]
+    ttfc = s.attributes["gen_ai.response.time_to_first_chunk"]
     assert 0.009 <= ttfc < s.duration
-    assert s.event("gen_ai.first_chunk") is not None
+    assert s.attributes["chainsight.time_to_first_chunk_seconds"] == ttfc  # deprecated alias
+    assert s.event("chainsight.first_chunk") is not None
 
 
 def test_generator_abandoned_is_cancelled_with_real_duration(chainsight_capture: Capture) -> None:

@@ -44,6 +44,8 @@ class Site(NamedTuple):
     # the stage keywords depend on the SDK object and the requested model alone, so the
     # stage's Spec can be cached per (object, model) instead of built from keywords per call
     per_model: bool = False
+    # the call's arguments -> record_content keywords (the prompt), read only with capture on
+    content: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 # (site name, id(SDK object), model) -> (weak reference to the object, the Spec). The weak
@@ -99,6 +101,16 @@ def _deliver(site: Site, stage: Stage, obj: Any, result: Any, own: bool) -> None
         calls.end_call(stage, None)
 
 
+def _prompt(site: Site, stage: Stage, kwargs: dict[str, Any]) -> None:
+    """Capture the call's prompt on ``stage`` (content capture is on). Never raises."""
+    if site.content is None:
+        return
+    try:
+        stage.record_content(**site.content(kwargs))
+    except Exception as exc:
+        _state.report_internal(site.where, exc)
+
+
 def _enrich(site: Site) -> Stage | None:
     """The user's open stage of this site's kind, which the call then records on."""
     # current_stage() inlined: this runs on every SDK call.
@@ -114,6 +126,8 @@ def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: 
     """
     user_stage = _enrich(site)
     if user_stage is not None:
+        if user_stage.cfg.capture is not None:  # checked here: no call per SDK call when off
+            _prompt(site, user_stage, kwargs)
         result = call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
@@ -121,6 +135,8 @@ def run_sync(site: Site, call: Callable[..., Any], obj: Any, args: Any, kwargs: 
     if opened is None:
         return call(obj, *args, **kwargs)
     stage, token = opened
+    if stage.cfg.capture is not None:
+        _prompt(site, stage, kwargs)
     try:
         result = call(obj, *args, **kwargs)
     except BaseException as exc:
@@ -138,6 +154,8 @@ async def run_async(
     """The coroutine twin of :func:`run_sync`."""
     user_stage = _enrich(site)
     if user_stage is not None:
+        if user_stage.cfg.capture is not None:  # checked here: no call per SDK call when off
+            _prompt(site, user_stage, kwargs)
         result = await call(obj, *args, **kwargs)
         _deliver(site, user_stage, obj, result, own=False)
         return result
@@ -145,6 +163,8 @@ async def run_async(
     if opened is None:
         return await call(obj, *args, **kwargs)
     stage, token = opened
+    if stage.cfg.capture is not None:
+        _prompt(site, stage, kwargs)
     try:
         result = await call(obj, *args, **kwargs)
     except BaseException as exc:

@@ -28,6 +28,10 @@ def _messages(resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> d
     return model_attributes(resource, kwargs, "anthropic", "chat")
 
 
+def _prompt(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"input_messages": kwargs.get("messages"), "system_instructions": kwargs.get("system")}
+
+
 MESSAGES = Site(
     "model",
     "anthropic.messages",
@@ -36,6 +40,7 @@ MESSAGES = Site(
     record_chunk,
     "integration:anthropic",
     per_model=True,
+    content=_prompt,
 )
 
 

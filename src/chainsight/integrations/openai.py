@@ -30,6 +30,17 @@ def _embeddings(resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return model_attributes(resource, kwargs, "openai", "embeddings")
 
 
+def _chat_prompt(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"input_messages": kwargs.get("messages")}
+
+
+def _responses_prompt(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "input_messages": kwargs.get("input"),
+        "system_instructions": kwargs.get("instructions"),
+    }
+
+
 CHAT = Site(
     "model",
     "openai.chat",
@@ -38,6 +49,7 @@ CHAT = Site(
     record_chunk,
     "integration:openai",
     per_model=True,
+    content=_chat_prompt,
 )
 RESPONSES = Site(
     "model",
@@ -47,6 +59,7 @@ RESPONSES = Site(
     record_chunk,
     "integration:openai",
     per_model=True,
+    content=_responses_prompt,
 )
 EMBEDDINGS = Site(
     "embedding",

@@ -30,7 +30,7 @@ from chainsight.stages.redact_patterns import (
     _windows,
 )
 
-__all__ = ["Redactor", "redact_value"]
+__all__ = ["Redactor", "redact_structure", "redact_value"]
 
 _logger = logging.getLogger("chainsight")
 
@@ -360,6 +360,20 @@ def redact_value(value: object, redactor: Redactor) -> str | None:
         return None
 
 
+def redact_structure(value: object, redactor: Redactor) -> tuple[object, bool]:
+    """``value`` (lists, dicts, text, numbers) with every string redacted, and whether the walk
+    stopped early because it had gathered more than the redactor keeps (the rest was left out).
+
+    The structure is new (the caller may change it); it is not serialised and not cut: that is
+    for the caller, which can keep it valid JSON (``content_json``). Raises on content nested
+    deeper than 64 levels or self-referencing, and whatever a redactor raises; the caller counts
+    the failure (``Redactor._record_failure``) and records nothing.
+    """
+    walk = _Walk(redactor, cut_heads=True)
+    walked = walk.value(value, 0)
+    return walked, walk.cut
+
+
 class _Walk:
     """One walk over a captured value: every string redacted, stopping past the byte budget.
 
@@ -369,12 +383,16 @@ class _Walk:
     plus its slack, so whatever the early stop cuts is beyond what truncation keeps.
     """
 
-    __slots__ = ("cut", "left", "redactor")
+    __slots__ = ("cut", "cut_heads", "left", "redactor")
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, *, cut_heads: bool = False) -> None:
         self.redactor = redactor
         self.left = redactor.max_bytes + 2 * _PRECUT_SLACK
         self.cut = False
+        # A redacted head is safe only up to ``left`` bytes (a value the head's end split lies
+        # beyond). redact_value cuts the whole JSON within that; a caller that cuts text by
+        # text (content_json) needs each head cut here, to what is safe, with the marker.
+        self.cut_heads = cut_heads
 
     def value(self, value: object, depth: int) -> object:
         if depth > _MAX_DEPTH:
@@ -411,9 +429,12 @@ class _Walk:
         if len(text) <= _CACHED_CHARS:
             out = redactor._redact_short(text)
         else:
-            out, dropped = redactor._redact_head(valid_text(text), max(self.left, 0))
+            left = max(self.left, 0)
+            out, dropped = redactor._redact_head(valid_text(text), left)
             if dropped:
                 self.cut = True
+                if self.cut_heads:
+                    out = redactor._truncate(out, dropped=dropped, limit=max(left, _MIN_MAX_BYTES))
         self.left -= len(out)
         return out
 

@@ -9,7 +9,7 @@ negative or huge numbers, NaN, mocks — is dropped rather than guessed at.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, TypeGuard
 
@@ -86,8 +86,9 @@ class ResponseInfo:
     price. ``output_tokens`` includes reasoning (thinking) tokens;
     ``reasoning_output_tokens`` is that part. ``provider`` is a guess from the response's shape
     (a ``gen_ai.provider.name`` value). ``units`` counts non-token billing units (Cohere rerank
-    search units). ``output_text`` is the completion text when it is cheaply available; it is
-    for opt-in content capture only. ``None`` means "not reported".
+    search units). ``output_text`` is the completion text when it is cheaply available, and
+    ``output_message`` the reply itself when it calls tools; both are for opt-in content
+    capture only. ``None`` means "not reported".
     """
 
     input_tokens: int | None = None
@@ -102,6 +103,10 @@ class ResponseInfo:
     provider: str | None = None
     units: float | None = None
     output_text: str | None = None
+    # The reply as the SDK gave it, kept only when it holds tool calls (which output_text
+    # cannot say): for opt-in content capture, shaped there like any message. Not compared:
+    # an SDK object and the dict of the same JSON are the same reply.
+    output_message: object = field(default=None, compare=False, repr=False)
 
 
 # --- readers ------------------------------------------------------------------------------
@@ -206,4 +211,5 @@ def _is_empty(info: ResponseInfo) -> bool:
         and not info.finish_reasons
         and info.units is None
         and info.output_text is None
+        and info.output_message is None
     )

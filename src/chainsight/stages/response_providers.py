@@ -203,6 +203,8 @@ def _openai_chat(resp: object) -> ResponseInfo:
         info.output_text = _text(
             _get(message, "content") if message is not None else _get(first, "text")
         )
+        if message is not None and _get(message, "tool_calls"):
+            info.output_message = message
     if foreign:
         hidden = _litellm_provider(resp)
         if hidden is not None:
@@ -292,7 +294,10 @@ def _anthropic(resp: object) -> ResponseInfo:
     reason = _finish(_get(resp, "stop_reason"))
     if reason is not None:
         info.finish_reasons = (reason,)
-    info.output_text = _join_text_blocks(_get(resp, "content"))
+    content = _get(resp, "content")
+    info.output_text = _join_text_blocks(content)
+    if _is_list(content) and any(_get(b, "type") == "tool_use" for b in content[:_MAX_ITEMS]):
+        info.output_message = {"role": "assistant", "content": content}
     return info
 
 

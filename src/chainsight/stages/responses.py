@@ -142,6 +142,7 @@ class StreamAccumulator:
             provider=src.provider,
             units=src.units,
             output_text=src.output_text,
+            output_message=src.output_message,
         )
         if self._a_input is not None:
             info.input_tokens = _sum_counts(self._a_input, self._a_read, self._a_write)
@@ -237,6 +238,8 @@ class StreamAccumulator:
             info.units = part.units
         if part.finish_reasons:
             self._reasons = dict(enumerate(part.finish_reasons))
+        if part.output_message is not None and self._capture_text:
+            info.output_message = part.output_message
         if part.output_text is not None and self._capture_text:
             if text_is_delta:
                 self._append_text(part.output_text)

@@ -17,6 +17,7 @@ from chainsight import _names as n
 from chainsight._text import shown, valid_text
 from chainsight.errors import ConfigurationError
 from chainsight.export.metric_families import NO_VALUE, StageLabels
+from chainsight.stages import openinference
 from chainsight.stages.attrs import coerce, is_secret_name, safe_attribute, safe_text
 from chainsight.stages.faults import StageFacts
 from chainsight.stages.kinds import GENAI_KINDS, kind_info
@@ -249,11 +250,9 @@ class Spec:
         attrs.update(cfg.release_attributes)
         if cfg.openinference:
             # Phoenix and Arize read these names; they sit beside the OTel ones, not instead.
-            attrs[n.OI_SPAN_KIND] = self.info.openinference
-            if self.model:
-                attrs[n.OI_LLM_MODEL_NAME] = self.model
-            if self.provider:
-                attrs[n.OI_LLM_PROVIDER] = self.provider
+            openinference.static_attributes(
+                self.kind, self.info.openinference, self.is_genai, attrs
+            )
         labels = cfg.metrics.stage_labels(
             self.name, self.kind, self.system or "", self.operation or ""
         )

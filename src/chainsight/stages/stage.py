@@ -498,8 +498,11 @@ class Stage:
         self.first_chunk = at
         if self.recording and self.spec.kind == "model":
             ttfc = at - self.start
-            self.span.set_attribute(n.CS_TTFC_SECONDS, ttfc)
-            self.span.add_event(n.EVENT_FIRST_CHUNK, {n.CS_TTFC_SECONDS: ttfc})
+            # The conventions' name, and ours of before it (deprecated; docs/conventions.md).
+            self.span.set_attributes(
+                {n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ttfc, n.CS_TTFC_SECONDS: ttfc}
+            )
+            self.span.add_event(n.EVENT_FIRST_CHUNK, {n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ttfc})
 
     def _new_usage(self) -> Usage:
         usage = self.usage = Usage()

@@ -18,6 +18,7 @@ from chainsight import _names as n
 from chainsight.config.state import report_internal
 from chainsight.errors import BudgetExceeded
 from chainsight.export.metric_families import NO_REQUEST_LABELS, RequestLabels
+from chainsight.stages import openinference
 from chainsight.stages.attrs import safe_text
 from chainsight.stages.content import record_content
 from chainsight.stages.responses import ResponseInfo
@@ -179,6 +180,8 @@ def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
         attrs[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
     if usage.cache_write_tokens:
         attrs[n.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+        # The v1.41-era name too, for the consumers that read only it (docs/conventions.md).
+        attrs[n.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
     if usage.cache_write_1h_tokens:
         attrs[n.CS_USAGE_CACHE_WRITE_1H_INPUT_TOKENS] = usage.cache_write_1h_tokens
     if usage.reasoning_tokens:
@@ -188,11 +191,7 @@ def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
     if usage.own_cost is not None:
         attrs[n.CS_COST_USD] = usage.own_cost
     if stage.cfg.openinference:
-        attrs[n.OI_LLM_TOKEN_COUNT_PROMPT] = usage.input_tokens
-        attrs[n.OI_LLM_TOKEN_COUNT_COMPLETION] = usage.output_tokens
-        attrs[n.OI_LLM_TOKEN_COUNT_TOTAL] = usage.input_tokens + usage.output_tokens
-        if usage.own_cost is not None:
-            attrs[n.OI_LLM_COST_TOTAL] = usage.own_cost
+        openinference.usage_attributes(stage.spec.kind, usage, attrs)
 
 
 def _request_labels(stage: Stage) -> RequestLabels:
@@ -302,10 +301,22 @@ def apply_call(stage: Stage, acc: StreamAccumulator | None) -> None:
     _apply(stage, info)
 
 
+def _capture_reply(stage: Stage, info: ResponseInfo) -> None:
+    """The reply as output messages (content capture is on): the SDK's message when it calls
+    tools, else its text."""
+    if info.output_message is not None:
+        message: object = info.output_message
+    elif info.output_text is not None:
+        message = {"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}
+    else:
+        return
+    reason = info.finish_reasons[0] if info.finish_reasons else None
+    record_content(stage, {"output_messages": [message]}, reason)
+
+
 def _apply(stage: Stage, info: ResponseInfo) -> None:
-    if info.output_text is not None and stage.cfg.capture is not None:
-        message = [{"role": "assistant", "parts": [{"type": "text", "content": info.output_text}]}]
-        record_content(stage, {"output_messages": message})
+    if stage.cfg.capture is not None:
+        _capture_reply(stage, info)
     # What a response says is text from outside like any other: redacted before it is kept.
     redactor = stage.cfg.redactor
     model = safe_text(redactor, info.response_model, _MODEL_BYTES) if info.response_model else None

@@ -1,0 +1,1 @@
+"""Developer tools outside the package: a real Phoenix for tests and the docs' screenshots."""
