@@ -23,7 +23,6 @@ import json
 import os
 import random
 import shlex
-import shutil
 import sys
 import time
 from collections import Counter
@@ -34,11 +33,11 @@ import chainsight
 from chainsight.errors import ConfigurationError
 from chainsight.tools import demo_app as app
 from chainsight.tools import demo_sim, triage
+from chainsight.tools._shell import chainsight_command
 
 __all__ = [
     "Scenario",
     "add_arguments",
-    "chainsight_command",
     "parse_faults",
     "run",
     "run_scenario",
@@ -262,19 +261,21 @@ def run_scenario(
         print(f"serving metrics on http://127.0.0.1:{port}/metrics", file=out)
     # The SDK calls record their own usage, cost and hits on the app's stages.
     chainsight.instrument("openai", "qdrant")
+    began = time.time()
     try:
         seen, fault_wall = asyncio.run(_traffic(scenario, out, live))
     finally:
         chainsight.uninstrument("openai", "qdrant")
         chainsight.shutdown(timeout=10.0)
+    last = _last_span_end(scenario.spans)
     if fault_wall is not None:
-        last = _last_span_end(scenario.spans)
         window = max(last - fault_wall, 0.001) if last is not None else None
-        report = triage.from_spans(scenario.spans, window=window)
     else:
-        report = triage.from_spans(
-            scenario.spans, window=scenario.duration / scenario.time_scale / 2
-        )
+        # The second half of the run, as it took: the real calls' own time does not shrink
+        # with --time-scale, so a very fast clock can end the run after its schedule.
+        planned = scenario.duration / scenario.time_scale
+        window = max(planned, (last - began) if last is not None else planned) / 2
+    report = triage.from_spans(scenario.spans, window=window)
     return report, seen
 
 
@@ -400,30 +401,3 @@ def run(args: argparse.Namespace) -> int:
     command = shlex.join(["triage", "--spans", scenario.spans, "--window", window])
     print(f"re-run the triage: {chainsight_command()} {command}")
     return 0
-
-
-def chainsight_command() -> str:
-    """How to run ``chainsight`` from here, as a shell would take it.
-
-    ``chainsight`` when the one on PATH is this interpreter's; otherwise the script of this
-    interpreter's environment (``.venv/bin/chainsight`` after ``make demo``, whose venv is not
-    activated), relative to the working directory when it is below it; otherwise
-    ``python -m chainsight`` with this interpreter.
-    """
-    scripts = os.path.dirname(sys.executable)
-    script = os.path.join(scripts, "chainsight")
-    on_path = shutil.which("chainsight")
-    if on_path is not None and os.path.exists(script) and os.path.samefile(on_path, script):
-        return "chainsight"
-    if os.path.exists(script):
-        return shlex.quote(_relative(script))
-    return f"{shlex.quote(_relative(sys.executable))} -m chainsight"
-
-
-def _relative(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it (``./`` is kept off)."""
-    relative = os.path.relpath(path)
-    if relative.startswith(os.pardir):
-        return path
-    # A bare name would be looked up on PATH: keep a slash in it.
-    return relative if os.sep in relative else os.path.join(os.curdir, relative)

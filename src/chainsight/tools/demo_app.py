@@ -26,9 +26,10 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException
 
@@ -39,6 +40,7 @@ from chainsight.tools.demo_sim import FAULTS, MODEL, Clock, FaultPlan
 __all__ = [
     "FAULTS",
     "KNOWLEDGE_BASE",
+    "MODEL",
     "Answer",
     "BM25Index",
     "Clock",
@@ -157,7 +159,7 @@ class VectorStore:
     """
 
     def __init__(self, docs: Iterable[Document], faults: FaultPlan, clock: Clock) -> None:
-        self.docs = {i: doc for i, doc in enumerate(docs, start=1)}
+        self.docs = dict(enumerate(docs, start=1))
         self._faults = faults
         self._embedded = AsyncQdrantClient(location=":memory:")
         # Bound but never listening: connections to it are refused, and no other process can
@@ -175,7 +177,8 @@ class VectorStore:
         """Create the collection and index every document (cosine distance)."""
         size = len(embed(""))
         await self._embedded.create_collection(
-            COLLECTION, vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE)
+            COLLECTION,
+            vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE),
         )
         points = [
             models.PointStruct(id=i, vector=embed(f"{d.title} {d.text}"), payload={"doc": d.id})
@@ -432,7 +435,7 @@ class SupportAssistant:
         temperature = 2.5 if self.faults.hits("provider-bad-request") else 0.2
         stream = await self.llm.chat.completions.create(
             model=MODEL,
-            messages=list(messages),  # type: ignore[arg-type]
+            messages=cast("list[ChatCompletionMessageParam]", list(messages)),
             temperature=temperature,
             stream=True,
             stream_options={"include_usage": True},  # or the stream carries no token counts

@@ -24,6 +24,7 @@ an answer that was due in time into a timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -125,7 +126,7 @@ class SimProvider:
         self.statuses: Counter[int] = Counter()
 
     async def start(self) -> str:
-        """Listen on a free port of 127.0.0.1; return the ``base_url`` for ``openai.AsyncOpenAI``."""
+        """Listen on a free port of 127.0.0.1; return the ``base_url`` for the OpenAI client."""
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1"
@@ -163,11 +164,11 @@ class SimProvider:
         """Read one request and answer it; False when the connection is to be closed."""
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        method, target = (lines[0].split(" ") + ["", ""])[:2]
-        headers = dict(
-            (k.strip().lower(), v.strip())
+        method, target = [*lines[0].split(" "), "", ""][:2]
+        headers = {
+            k.strip().lower(): v.strip()
             for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
-        )
+        }
         length = int(headers.get("content-length") or 0)
         raw = await reader.readexactly(length) if length else b"{}"
         if method != "POST" or target.split("?")[0] != "/v1/chat/completions":
@@ -228,10 +229,8 @@ class SimProvider:
     async def _stall(self, reader: asyncio.StreamReader) -> None:
         """Send nothing until the client hangs up (it times out first), or for 4 timeouts."""
         self.statuses[0] += 1
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(reader.read(1), 4 * self._clock.client_timeout())
-        except asyncio.TimeoutError:
-            pass
 
     async def _stream(
         self,
