@@ -47,7 +47,7 @@ SCENARIOS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
     # baseline too, and half the calls 4x slower was seen to stay under the 2x p95 threshold.
     "provider-slow": ("provider-slow", "1.0", [(*PROVIDER, PROVIDER[1])]),
     # The stage metrics know the vector store's system, the spans its collection too.
-    "vector-store-down": ("vector-store-down", "0.5", [("vector_store", "memvec/kb", "memvec")]),
+    "vector-store-down": ("vector-store-down", "0.5", [("vector_store", "qdrant/kb", "qdrant")]),
     "bad-model-output": (
         "bad-model-output",
         "0.5",
@@ -62,7 +62,7 @@ SCENARIOS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
     "two-faults": (
         "vector-store-down,provider-timeout",
         "0.15,0.5",
-        [(*PROVIDER, PROVIDER[1]), ("vector_store", "memvec/kb", "memvec")],
+        [(*PROVIDER, PROVIDER[1]), ("vector_store", "qdrant/kb", "qdrant")],
     ),
 }
 
