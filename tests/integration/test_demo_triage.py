@@ -1,7 +1,7 @@
 """Acceptance: for every demo fault, triage from the span file *and* from a real Prometheus that
 scraped the demo names the right fault domain and component; healthy traffic is ``healthy``.
 
-The scenarios run in two waves of concurrent ``chainsight demo`` processes, in real time
+The scenarios run in waves of three concurrent ``chainsight demo`` processes, in real time
 (Prometheus timestamps are wall-clock) and four times slower than life (``TIME_SCALE``), scraped
 by one Prometheus; each triage selects its demo by the ``instance`` label. Triage also runs against a Prometheus that is down, empty, or scrapes no
 chainsight app, and must exit 2 with a clear message.
@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration._servers import PrometheusServer, free_port, require_binary
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # The schedule, in wall-clock seconds and requests per second.
 DURATION = 30
@@ -37,10 +37,11 @@ RPS = 12
 # VM losing its CPU) made the provider-slow span file look healthy in both runs; four times
 # slower, this module passes under the same freezes.
 TIME_SCALE = 0.25
-# Demos run at once, in two waves: each model call goes through the real OpenAI SDK (a few
-# milliseconds of CPU), and nine demos at once on a busy 2-core machine fell behind their
-# traffic (latency rising through the run, healthy or not).
-WAVE = 5
+# Demos run in waves of three: each model call goes through the real OpenAI SDK (a few
+# milliseconds of CPU), and nine demos at once on a busy 2-core machine (load average 10-17
+# from other work) fell behind their traffic: latency rose through the run, healthy or not,
+# and the healthy demo was judged slow. Five at once still did, once in two runs.
+WAVE = 3
 PROVIDER = ("provider", "simai/sim-gpt-4o")
 
 # scenario -> (--fault, --fault-rate, expected [(domain, component from spans, from Prometheus)])
@@ -118,7 +119,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         while not prometheus.query("up") and time.monotonic() < deadline:
             time.sleep(0.2)
         names = list(SCENARIOS)
-        for wave in (names[:WAVE], names[WAVE:]):
+        for wave in (names[i : i + WAVE] for i in range(0, len(names), WAVE)):
             procs = {name: _launch(name, names.index(name), ports[name], workdir) for name in wave}
             # A demo's clock starts when it serves /metrics, just before its traffic: importing
             # the real clients (openai, qdrant-client) takes a busy 2-core machine seconds per

@@ -239,10 +239,10 @@ def test_triage_from_the_span_file(runs: Runs, scenario: str) -> None:
     run = runs.runs[scenario]
     _outcomes_as_designed(scenario, run)
     _, domain, component, _ = EXPECTED[scenario]
-    window = f"{math.ceil(run.end - run.fault_start) + 1}s"
-    code, payload = _triage(
-        "--spans", str(run.spans), "--window", window, "--at", f"{run.end + 1:.3f}"
-    )
+    # The fault phase, to the millisecond: its requests against the healthy ones before it.
+    at = run.end + 1.0
+    window = f"{int((at - run.fault_start) * 1000)}ms"
+    code, payload = _triage("--spans", str(run.spans), "--window", window, "--at", f"{at:.3f}")
     _check(code, payload, domain, component)
 
 
