@@ -86,7 +86,7 @@ def _unavailable_through_retries(env: Env, fail: bool) -> SupportBot:
 
 # scenario -> (factory, domain, component from the span file, component from Prometheus).
 # The stage metrics carry a retrieval stage's system, not its collection; the GenAI metrics
-# carry the provider and the requested model.
+# carry the provider (or a rerank stage's system) and the requested model.
 EXPECTED: dict[str, tuple[Factory, str, str, str]] = {
     "qdrant-rest-down": (SCENARIOS["qdrant-rest-down"][0], "vector_store", "qdrant/kb", "qdrant"),
     "qdrant-grpc-down": (SCENARIOS["qdrant-grpc-down"][0], "vector_store", "qdrant/kb", "qdrant"),
@@ -94,7 +94,8 @@ EXPECTED: dict[str, tuple[Factory, str, str, str]] = {
         SCENARIOS["provider-timeout-wrapped"][0], "provider", "openai/gpt-4o", "openai/gpt-4o",
     ),
     "self-hosted-reranker-down": (
-        SCENARIOS["self-hosted-reranker-down"][0], "provider", "tei/bge-reranker-v2", "tei",
+        SCENARIOS["self-hosted-reranker-down"][0], "provider", "tei/bge-reranker-v2",
+        "tei/bge-reranker-v2",
     ),
     "gateway-error-with-a-rule": (
         SCENARIOS["gateway-error-with-a-rule"][0], "provider", "openai/gpt-4o", "openai/gpt-4o",
