@@ -217,9 +217,12 @@ def test_default_scenario_is_healthy_then_a_provider_fault_within_a_minute() -> 
 
 
 def _run(tmp_path: Path, faults: dict[str, float], **kwargs: object) -> demo.triage.Report:
+    # 40 requests a second of wall-clock time: each goes through the real OpenAI SDK and
+    # embedded Qdrant (a few milliseconds of CPU), and at 80 a second a busy 2-core machine
+    # left the demo behind its own traffic (latency rising through a healthy run).
     scenario = demo.Scenario(
         duration=20,
-        rps=20,
+        rps=10,
         faults=faults,
         fault_start=10,
         time_scale=4,
@@ -232,7 +235,7 @@ def _run(tmp_path: Path, faults: dict[str, float], **kwargs: object) -> demo.tri
     progress = io.StringIO()
     report, seen = demo.run_scenario(scenario, out=progress)
     assert "injecting fault" in progress.getvalue() or not faults
-    assert seen.started > 300  # 20 s at 20 rps, in 5 s of wall-clock time
+    assert seen.started > 0.75 * scenario.duration * scenario.rps  # in a quarter of the time
     assert sum(seen.outcomes.values()) == seen.started
     return report
 
@@ -321,7 +324,7 @@ def test_busy_metrics_port_is_reported_and_the_demo_continues(
         # 3 s of real time (a 1.5 s judged half) the same freezes gave a false provider
         # slowdown in 2 of 6 runs.
         code = main(
-            ["demo", "--duration", "40", "--fault", "none", "--time-scale", "4",
+            ["demo", "--duration", "40", "--rps", "10", "--fault", "none", "--time-scale", "4",
              "--metrics-port", str(port), "--spans", str(tmp_path / "s.jsonl"), "--seed", "1"]
         )  # fmt: skip
     captured = capsys.readouterr()

@@ -34,6 +34,18 @@ def _scrape(port: int) -> None:
     assert response.status_code == 200
 
 
+def _scrape_until_the_server_closes(port: int) -> None:
+    """A scrape whose connection the server closes first (the client reads to the end before
+    closing its side), as Prometheus's scrapes of the demo end: the server's end of it then
+    lingers in TIME_WAIT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.0 200"), received[:80]
+
+
 def test_the_next_demo_serves_metrics_on_the_port_a_scraped_demo_just_left() -> None:
     # A demo serves /metrics and is scraped: the server closes each scrape's connection first,
     # so when the demo exits its end of those connections lingers in TIME_WAIT for a minute.
@@ -41,7 +53,7 @@ def test_the_next_demo_serves_metrics_on_the_port_a_scraped_demo_just_left() -> 
     port = scenario.metrics_port
     assert port is not None
     assert demo._configure(scenario, io.StringIO()) == port
-    _scrape(port)
+    _scrape_until_the_server_closes(port)
     chainsight.reset()  # the first demo exits
     # A probe bind without SO_REUSEADDR (the old way) calls the port busy ...
     with socket.socket() as probe, pytest.raises(OSError, match="in use"):
