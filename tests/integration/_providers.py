@@ -1,16 +1,25 @@
-"""A local model provider on 127.0.0.1 that speaks the OpenAI and Anthropic wire formats.
+"""The local model provider of the tests: 127.0.0.1, the OpenAI and Anthropic wire formats.
 
-The real ``openai`` and ``anthropic`` clients are pointed at it with ``base_url``: it answers
-``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings`` (OpenAI) and
-``/v1/messages`` (Anthropic) with the JSON bodies and the Server-Sent Event streams those APIs
-send (the event shapes are the ones the SDKs' stream parsers read: ``data: ...`` lines ending
-in ``data: [DONE]`` for chat completions, named ``event:`` lines for responses and messages).
+The real ``openai`` and ``anthropic`` clients are pointed at it with ``base_url``
+(``openai_url``, ``anthropic_url``): it answers ``POST /v1/chat/completions``,
+``/v1/responses``, ``/v1/embeddings`` (OpenAI) and ``/v1/messages`` (Anthropic) with the JSON
+bodies and the Server-Sent Event streams those APIs send (the event shapes are the ones the SDKs'
+stream parsers read: ``data: ...`` lines ending in ``data: [DONE]`` for chat completions, named
+``event:`` lines for responses and messages).
 
-Failures are scripted per request, in order (``provider.fail("429", ...)``): a 429 with
-``retry-after``, a 500, a 400 whose body says the context length was exceeded (each API's own
-error body), or a stall past the client's timeout. After the script, requests succeed. Every
-request is recorded, so a test can count the SDK's retries. A :class:`SilentServer` accepts TCP
-connections and never answers (a stalled vector store, REST or gRPC).
+One script, consumed in order, one entry per request whatever its path:
+
+- ``provider.fail("429", retry_after=...)``: a failure — a 429 with ``retry-after``, a 500 or a
+  503, a 400 whose body says the context length was exceeded (each API's own error body), or a
+  stall past the client's timeout;
+- ``provider.reply(Reply(body=...), Reply(events=[...]))``: an exact answer the test wrote (a
+  JSON body with its status, or a stream of events), for responses the default cannot give.
+
+When the script is empty, requests get the default answer (:class:`Answer`, :class:`Tokens`).
+Every request is recorded (``provider.requests``), so a test can count the SDK's retries. A
+:class:`SilentServer` accepts TCP connections and never answers (a stalled vector store, REST or
+gRPC). The demo ships its own, smaller provider (``chainsight.tools.demo_sim``): the one here
+knows more APIs and more failures than the demo needs.
 """
 
 from __future__ import annotations
@@ -21,15 +30,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from tests.integration._servers import HOST
 
-__all__ = ["Answer", "Failure", "FakeProvider", "SilentServer", "Tokens"]
+__all__ = ["Answer", "Failure", "FakeProvider", "Reply", "SilentServer", "Tokens", "wait_for"]
 
-Failure = Literal["429", "500", "context_length", "stall"]
+Failure = Literal["429", "500", "503", "context_length", "stall"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,17 @@ class Answer:
     text: str = "The order ships on Monday from the Leeds warehouse."
     model: str = "gpt-4o-mini-2024-07-18"
     anthropic_model: str = "claude-3-5-haiku-20241022"
+
+
+@dataclass
+class Reply:
+    """One exact answer: a JSON ``body`` with ``status``, or ``events`` streamed as
+    server-sent events, each (event name or None, JSON body); a chat-completions stream ends
+    with ``data: [DONE]``."""
+
+    body: dict[str, Any] | None = None
+    events: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
+    status: int = 200
 
 
 @dataclass
@@ -85,7 +105,7 @@ class FakeProvider:
         self.answer = answer or Answer()
         self.chunk_delay = chunk_delay
         self.stall_seconds = 5.0
-        self._script: deque[tuple[Failure, float]] = deque()
+        self._script: deque[tuple[Failure, float] | Reply] = deque()
         self._lock = threading.Lock()
         self.requests: list[RequestSeen] = []
         self._stop = threading.Event()
@@ -123,13 +143,23 @@ class FakeProvider:
         """``base_url`` for ``anthropic.Anthropic`` (the SDK adds ``/v1/messages``)."""
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        """The base address, ``http://127.0.0.1:<port>`` (the OpenAI client wants ``/v1``)."""
+        return f"http://{HOST}:{self.port}"
+
     def fail(self, failure: Failure, times: int = 1, retry_after: float = 0.0) -> None:
         """The next ``times`` requests fail this way (then the script goes on)."""
         with self._lock:
             self._script.extend([(failure, retry_after)] * times)
 
-    def next_failure(self) -> tuple[Failure, float] | None:
-        """The scripted failure of the request arriving now, if any."""
+    def reply(self, *replies: Reply) -> None:
+        """The next requests get these exact answers, in order (then the script goes on)."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def next_scripted(self) -> tuple[Failure, float] | Reply | None:
+        """The scripted answer of the request arriving now, if any."""
         with self._lock:
             return self._script.popleft() if self._script else None
 
@@ -389,6 +419,11 @@ def _error_body(anthropic: bool, status: int, message_text: str, kind: str) -> d
     return {"error": {"message": message_text, "type": kind, "param": None, "code": None}}
 
 
+def _event_text(event: tuple[str | None, dict[str, Any]]) -> str:
+    name, body = event
+    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(body)}\n\n"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -406,7 +441,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         path = self.path.split("?", 1)[0]
         anthropic = path.endswith("/messages")
-        scripted = p.next_failure()
+        scripted = p.next_scripted()
+        if isinstance(scripted, Reply):
+            p.record(RequestSeen(path, body, scripted.status))
+            if scripted.body is not None:
+                self._json(scripted.status, scripted.body)
+            else:
+                done = ["data: [DONE]\n\n"] if path.endswith("/chat/completions") else []
+                self._sse(p, iter([*map(_event_text, scripted.events), *done]))
+            return
         if scripted is not None:
             failure, retry_after = scripted
             p.record(RequestSeen(path, body, 0 if failure == "stall" else 1))
@@ -441,6 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif failure == "500":
             kind = "api_error" if anthropic else "server_error"
             self._json(500, _error_body(anthropic, 500, "The server had an error.", kind))
+        elif failure == "503":
+            kind = "overloaded_error" if anthropic else "server_error"
+            self._json(503, _error_body(anthropic, 503, "The server is overloaded.", kind))
         else:
             self._json(400, _ANTHROPIC_CONTEXT if anthropic else _OPENAI_CONTEXT)
 

@@ -1,6 +1,6 @@
 """record_response with the real openai and anthropic clients, over HTTP, in a tool loop.
 
-The clients call a local provider on 127.0.0.1 (``_scripted_provider.py``) that answers in each API's
+The clients call the tests' local provider on 127.0.0.1 (``_providers.py``), scripted to answer in each API's
 wire format: a whole JSON response for the first call of the loop, a server-sent-event stream
 for the second. What the clients hand the application (``ChatCompletion``,
 ``ChatCompletionChunk``, ``Message``, the ``MessageStream`` helper's events and its final
@@ -21,7 +21,7 @@ import pytest
 
 import chainsight
 from chainsight.testing import Capture
-from tests.integration._scripted_provider import Answer, ProviderServer
+from tests.integration._providers import FakeProvider, Reply
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +36,12 @@ TOOLS: list[Any] = [
 ]
 
 
-@pytest.fixture
-def provider() -> Iterator[ProviderServer]:
-    server = ProviderServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 # trust_env=False: a proxy from the environment must not sit between a client and 127.0.0.1.
 # Each SDK brings its own HTTP client class (anthropic's is built on httpx2).
 
 
 @pytest.fixture
-def openai_client(provider: ProviderServer) -> Iterator[openai.OpenAI]:
+def openai_client(provider: FakeProvider) -> Iterator[openai.OpenAI]:
     http = openai.DefaultHttpxClient(trust_env=False, timeout=30.0)
     client = openai.OpenAI(
         api_key="test", base_url=f"{provider.url}/v1", http_client=http, max_retries=0
@@ -60,7 +51,7 @@ def openai_client(provider: ProviderServer) -> Iterator[openai.OpenAI]:
 
 
 @pytest.fixture
-def anthropic_client(provider: ProviderServer) -> Iterator[anthropic.Anthropic]:
+def anthropic_client(provider: FakeProvider) -> Iterator[anthropic.Anthropic]:
     http = anthropic.DefaultHttpxClient(trust_env=False, timeout=30.0)
     client = anthropic.Anthropic(
         api_key="test", base_url=provider.url, http_client=http, max_retries=0
@@ -79,10 +70,10 @@ def chunk(rid: str, **fields: Any) -> tuple[None, dict[str, Any]]:
 
 
 def test_openai_tool_loop_then_stream(
-    provider: ProviderServer, openai_client: openai.OpenAI, chainsight_capture: Capture
+    provider: FakeProvider, openai_client: openai.OpenAI, chainsight_capture: Capture
 ) -> None:
-    provider.answer(
-        Answer(
+    provider.reply(
+        Reply(
             body={
                 "id": "chatcmpl-1",
                 "object": "chat.completion",
@@ -116,7 +107,7 @@ def test_openai_tool_loop_then_stream(
                 },
             }
         ),
-        Answer(
+        Reply(
             events=[
                 chunk("chatcmpl-2", choices=[{"index": 0, "delta": {"role": "assistant"}}]),
                 chunk("chatcmpl-2", choices=[{"index": 0, "delta": {"content": "14 days."}}]),
@@ -152,7 +143,7 @@ def test_openai_tool_loop_then_stream(
         with stream:
             for piece in stream:
                 stage.record_response(piece)
-    assert [path for path, _ in provider.requests] == ["/v1/chat/completions"] * 2
+    assert [r.path for r in provider.requests] == ["/v1/chat/completions"] * 2
     attrs = chainsight_capture.stage(name="agent").attributes
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (2100, 100)
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 768
@@ -179,11 +170,11 @@ def claude_usage(**fields: Any) -> dict[str, Any]:
 
 
 def test_anthropic_tool_loop_then_stream_helper(
-    provider: ProviderServer, anthropic_client: anthropic.Anthropic, chainsight_capture: Capture
+    provider: FakeProvider, anthropic_client: anthropic.Anthropic, chainsight_capture: Capture
 ) -> None:
     model = "claude-sonnet-4-5-20250929"
-    provider.answer(
-        Answer(
+    provider.reply(
+        Reply(
             body={
                 "id": "msg_1",
                 "type": "message",
@@ -210,7 +201,7 @@ def test_anthropic_tool_loop_then_stream_helper(
                 ),
             }
         ),
-        Answer(
+        Reply(
             events=[
                 (
                     "message_start",
@@ -281,7 +272,7 @@ def test_anthropic_tool_loop_then_stream_helper(
             final = stream.get_final_message()
         stage.record_response(final)  # the same call as the events: counted once
     assert final.id == "msg_2"
-    assert [path for path, _ in provider.requests] == ["/v1/messages"] * 2
+    assert [r.path for r in provider.requests] == ["/v1/messages"] * 2
     attrs = chainsight_capture.stage(name="claude").attributes
     assert attrs["gen_ai.usage.input_tokens"] == (500 + 3000) + (600 + 3000)
     assert attrs["gen_ai.usage.output_tokens"] == 40 + 260

@@ -16,10 +16,14 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
+from qdrant_client.http.exceptions import ResponseHandlingException
 
 from chainsight.errors import ConfigurationError
-from chainsight.tools import demo
+from chainsight.tools import demo, demo_sim
 from chainsight.tools import demo_app as app
 from chainsight.tools.cli import main
 
@@ -34,14 +38,31 @@ def test_bm25_ranks_the_matching_article_first() -> None:
     assert index.search("zzz qqq", 3) == []
 
 
-def test_vector_search_finds_the_article_and_fails_like_a_down_store() -> None:
-    faults = app.FaultPlan({"vector-store-down": 1.0})
-    store = app.VectorStore(app.KNOWLEDGE_BASE, faults, app.Clock(100.0))
-    hits = asyncio.run(store.search(app.embed("reset my password"), 3))
-    assert hits[0][0].title == "Reset your password"
-    faults.active = True
-    with pytest.raises(ConnectionError, match="connection refused"):
-        asyncio.run(store.search(app.embed("reset my password"), 3))
+def test_vector_search_finds_the_article_in_embedded_qdrant_and_fails_like_a_down_qdrant() -> None:
+    async def search(store: app.VectorStore) -> list[str]:
+        found = await store.client().query_points("kb", query=app.embed("reset my password"))
+        return [store.docs[int(p.id)].title for p in found.points]
+
+    async def scenario() -> tuple[list[str], BaseException | None]:
+        faults = app.FaultPlan({"vector-store-down": 1.0})
+        store = app.VectorStore(app.KNOWLEDGE_BASE, faults, app.Clock(100.0))
+        try:
+            await store.load()
+            titles = await search(store)
+            faults.active = True
+            try:
+                await search(store)
+            except Exception as exc:
+                return titles, exc
+            return titles, None
+        finally:
+            await store.close()
+
+    titles, error = asyncio.run(scenario())
+    assert titles[0] == "Reset your password"
+    # qdrant-client's own exception for a server it cannot reach, around httpx's ConnectError.
+    assert isinstance(error, ResponseHandlingException)
+    assert isinstance(error.source, httpx.ConnectError)
 
 
 @pytest.mark.parametrize(
@@ -66,45 +87,67 @@ def test_parse_answer_accepts_a_good_answer() -> None:
     )
 
 
-def test_provider_errors_carry_the_status_a_classifier_reads() -> None:
-    async def first(faults: app.FaultPlan, temperature: float = 0.2) -> None:
-        client = app.SimAIClient(faults, app.Clock(100.0))
-        stream = client.stream_chat(
-            [{"role": "user", "content": "hi"}], model=app.MODEL, temperature=temperature
+async def _call(
+    faults: app.FaultPlan, temperature: float = 0.2, hold: float = 0.0
+) -> list[ChatCompletionChunk]:
+    """One streamed call of the real OpenAI SDK to the demo's provider (clock 100x)."""
+    clock = app.Clock(100.0)
+    provider = demo_sim.SimProvider(faults, clock)
+    client = openai.AsyncOpenAI(
+        api_key="sk-test",
+        base_url=await provider.start(),
+        max_retries=0,
+        timeout=clock.client_timeout(),
+        http_client=openai.DefaultAsyncHttpxClient(trust_env=False),
+    )
+    try:
+        if hold:
+            # Runs once the call has asked for its answer: the loop is held up long after the
+            # first chunk was due.
+            asyncio.get_running_loop().call_soon(time.sleep, hold)
+        stream = await client.chat.completions.create(
+            model=app.MODEL,
+            messages=[{"role": "user", "content": "[kb-01] Reset your password: Open Settings."}],
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
         )
-        async for _ in stream:
-            break
+        async with stream:
+            return [chunk async for chunk in stream]
+    finally:
+        await client.close()
+        await provider.stop()
 
+
+def test_the_provider_streams_openai_chunks_with_usage_last() -> None:
+    chunks = asyncio.run(_call(app.FaultPlan(rng=random.Random(3))))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text) == {"answer": "Open Settings.", "citations": ["kb-01"]}
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    assert {c.model for c in chunks} == {app.MODEL}
+
+
+def test_the_providers_faults_are_the_openai_sdks_own_exceptions() -> None:
     limited = app.FaultPlan({"provider-ratelimit": 1.0}, active=True)
-    with pytest.raises(app.RateLimitError) as info:
-        asyncio.run(first(limited))
+    with pytest.raises(openai.RateLimitError) as info:
+        asyncio.run(_call(limited))
     assert info.value.status_code == 429
-    with pytest.raises(app.BadRequestError) as bad:
-        asyncio.run(first(app.FaultPlan(), temperature=2.5))
+    assert float(info.value.response.headers["retry-after"]) > 0
+    with pytest.raises(openai.BadRequestError) as bad:
+        asyncio.run(_call(app.FaultPlan(), temperature=2.5))
     assert bad.value.status_code == 400
-    with pytest.raises(TimeoutError):
-        asyncio.run(first(app.FaultPlan({"provider-timeout": 1.0}, active=True)))
+    assert "temperature" in str(bad.value)
+    with pytest.raises(openai.APITimeoutError):
+        asyncio.run(_call(app.FaultPlan({"provider-timeout": 1.0}, active=True)))
 
 
 def test_a_late_event_loop_never_turns_a_prompt_answer_into_a_timeout() -> None:
-    # A busy machine: the loop runs long after both the first chunk and the client timeout
-    # were due. The answer was due first, so it is an answer, as in simulated time.
-    async def call() -> list[app.Chunk]:
-        client = app.SimAIClient(app.FaultPlan(rng=random.Random(3)), app.Clock(100.0))
-
-        # Runs once the call has asked for its answer: the loop is held up for 8 client
-        # timeouts (25 ms at this clock) before the call's next step.
-        asyncio.get_running_loop().call_soon(time.sleep, 0.2)
-        return [
-            chunk
-            async for chunk in client.stream_chat(
-                [{"role": "user", "content": "hi"}], model=app.MODEL, temperature=0.2
-            )
-        ]
-
-    chunks = asyncio.run(call())
+    # A busy machine: the loop runs 0.3 s late, eight times the simulated client timeout at
+    # this clock (25 ms). The answer was due in time, so it is an answer: the client's real
+    # timeout never drops below MIN_REAL_TIMEOUT.
+    chunks = asyncio.run(_call(app.FaultPlan(rng=random.Random(3)), hold=0.3))
     assert chunks[-1].usage is not None
-    assert "".join(c.text for c in chunks).strip()
 
 
 def test_tickets_sometimes_lack_the_plan_the_buggy_template_needs() -> None:
@@ -165,7 +208,7 @@ def test_default_scenario_is_healthy_then_a_provider_fault_within_a_minute() -> 
     assert scenario.faults == {"provider-timeout": 0.5}
     assert 0 < scenario.fault_start < scenario.duration
     # Traffic, plus the longest in-flight call (the client timeout) to drain, under 60 s.
-    assert scenario.duration / scenario.time_scale + 2.5 < 60
+    assert scenario.duration / scenario.time_scale + app.Clock().client_timeout() < 60
     assert scenario.metrics_port == demo.DEFAULT_METRICS_PORT
     assert scenario.spans == "demo-spans.jsonl"
 
@@ -174,9 +217,12 @@ def test_default_scenario_is_healthy_then_a_provider_fault_within_a_minute() -> 
 
 
 def _run(tmp_path: Path, faults: dict[str, float], **kwargs: object) -> demo.triage.Report:
+    # 40 requests a second of wall-clock time: each goes through the real OpenAI SDK and
+    # embedded Qdrant (a few milliseconds of CPU), and at 80 a second a busy 2-core machine
+    # left the demo behind its own traffic (latency rising through a healthy run).
     scenario = demo.Scenario(
         duration=20,
-        rps=20,
+        rps=10,
         faults=faults,
         fault_start=10,
         time_scale=4,
@@ -189,7 +235,7 @@ def _run(tmp_path: Path, faults: dict[str, float], **kwargs: object) -> demo.tri
     progress = io.StringIO()
     report, seen = demo.run_scenario(scenario, out=progress)
     assert "injecting fault" in progress.getvalue() or not faults
-    assert seen.started > 300  # 20 s at 20 rps, in 5 s of wall-clock time
+    assert seen.started > 0.75 * scenario.duration * scenario.rps  # in a quarter of the time
     assert sum(seen.outcomes.values()) == seen.started
     return report
 
@@ -256,7 +302,7 @@ def test_compressed_healthy_run_is_healthy(tmp_path: Path) -> None:
 def test_compressed_vector_store_outage_falls_back_to_bm25(tmp_path: Path) -> None:
     report = _run(tmp_path, {"vector-store-down": 0.5})
     top = report.faults[0]
-    assert (top.domain, top.component) == ("vector_store", "memvec/kb")
+    assert (top.domain, top.component) == ("vector_store", "qdrant/kb")
     assert report.domains["vector_store"].fallback_rate > 0.3
     spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
     roots = [s for s in spans if s["attributes"].get("chainsight.stage.kind") == "request"]
@@ -278,11 +324,12 @@ def test_busy_metrics_port_is_reported_and_the_demo_continues(
         # 3 s of real time (a 1.5 s judged half) the same freezes gave a false provider
         # slowdown in 2 of 6 runs.
         code = main(
-            ["demo", "--duration", "40", "--fault", "none", "--time-scale", "4",
+            ["demo", "--duration", "40", "--rps", "10", "--fault", "none", "--time-scale", "4",
              "--metrics-port", str(port), "--spans", str(tmp_path / "s.jsonl"), "--seed", "1"]
         )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0
-    assert f"port {port} is busy: continuing without /metrics" in captured.err
+    assert f"port {port} is busy (" in captured.err
+    assert "continuing without /metrics" in captured.err
     assert "verdict: healthy" in captured.out
-    assert "re-run the triage: chainsight triage --spans" in captured.out
+    assert "triage --spans" in captured.out

@@ -556,6 +556,7 @@ def test_the_chainsight_command_dispatches_to_slo(capsys: pytest.CaptureFixture[
 def test_slo_without_pyyaml_names_the_extra_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from chainsight.tools._shell import install_command
     from chainsight.tools.cli import main
 
     monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
@@ -563,7 +564,7 @@ def test_slo_without_pyyaml_names_the_extra_and_exits_2(
     assert main(["slo", "validate", str(ROOT / "slos" / "model-latency.yaml")]) == 2
     captured = capsys.readouterr()
     assert captured.err == (
-        "chainsight: error: the `chainsight slo` command needs PyYAML: "
-        "pip install 'chainsight[tools]'\n"
+        "chainsight: error: the `chainsight slo` command needs PyYAML (the chainsight[tools] "
+        f"extra), not installed here; install it with: {install_command('tools')}\n"
     )
     assert captured.out == ""

@@ -5,7 +5,9 @@ Each subcommand lives in its own module, imported only when that subcommand runs
 module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 
 A subcommand may need a library the core install leaves out (``chainsight slo`` needs PyYAML,
-from the ``chainsight[tools]`` extra); without it the command says what to install and exits 2.
+from the ``chainsight[tools]`` extra; ``chainsight demo`` openai and qdrant-client, from
+``chainsight[demo]``); without it the command prints, in one line, the pip command that installs
+it into this environment, and exits 2.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Final
+
+from chainsight.tools._shell import install_command
 
 __all__ = ["main"]
 
@@ -33,7 +37,13 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 # Libraries outside the core dependencies that a subcommand's module imports:
 # import name -> (distribution to name in the message, extra that installs it).
-_EXTRAS: Final[Mapping[str, tuple[str, str]]] = {"yaml": ("PyYAML", "tools")}
+_EXTRAS: Final[Mapping[str, tuple[str, str]]] = {
+    "yaml": ("PyYAML", "tools"),
+    # `chainsight demo` calls its simulated provider with the real OpenAI SDK and searches an
+    # embedded Qdrant.
+    "openai": ("openai and qdrant-client", "demo"),
+    "qdrant_client": ("openai and qdrant-client", "demo"),
+}
 
 
 class _MissingExtra(Exception):
@@ -50,8 +60,8 @@ def _import_command(name: str, module_name: str) -> ModuleType:
             raise
         distribution, extra = needed
         raise _MissingExtra(
-            f"the `chainsight {name}` command needs {distribution}: "
-            f"pip install 'chainsight[{extra}]'"
+            f"the `chainsight {name}` command needs {distribution} (the chainsight[{extra}] "
+            f"extra), not installed here; install it with: {install_command(extra)}"
         ) from None
 
 

@@ -1,10 +1,14 @@
 """``chainsight demo``: traffic through a simulated RAG support assistant, with fault injection.
 
 The assistant lives in :mod:`chainsight.tools.demo_app` (read it: it is how we suggest instrumenting
-an app). This module is the harness: it configures chainsight, generates Poisson traffic at
-``--rps`` for ``--duration`` seconds, switches the ``--fault`` on at ``--fault-start``, shows a
-progress line, serves ``/metrics`` and, at the end, runs :mod:`chainsight.tools.triage` on the span
-file it wrote and prints the verdict.
+an app); it calls the simulated provider of :mod:`chainsight.tools.demo_sim` with the real
+``openai`` SDK over loopback HTTP and searches an embedded Qdrant with the real ``qdrant-client``
+(both from the ``chainsight[demo]`` extra). This module is the harness: it configures chainsight,
+turns on the ``openai`` and ``qdrant`` integrations, starts the provider, generates Poisson
+traffic at ``--rps`` for ``--duration`` seconds, switches the ``--fault`` on at
+``--fault-start``, shows a progress line, serves ``/metrics`` and, at the end, runs
+:mod:`chainsight.tools.triage` on the span file it wrote and prints the verdict, with the command
+that re-runs it.
 
 ``--time-scale 4`` runs the same scenario four times faster (rates up, every simulated delay
 and the schedule down), which is how the tests run a whole scenario in a few seconds.
@@ -18,7 +22,7 @@ import contextlib
 import json
 import os
 import random
-import socket
+import shlex
 import sys
 import time
 from collections import Counter
@@ -28,9 +32,16 @@ from typing import Final, TextIO
 import chainsight
 from chainsight.errors import ConfigurationError
 from chainsight.tools import demo_app as app
-from chainsight.tools import triage
+from chainsight.tools import demo_sim, triage
+from chainsight.tools._shell import chainsight_command
 
-__all__ = ["Scenario", "add_arguments", "parse_faults", "run", "run_scenario"]
+__all__ = [
+    "Scenario",
+    "add_arguments",
+    "parse_faults",
+    "run",
+    "run_scenario",
+]
 
 DEFAULT_SPANS: Final = "demo-spans.jsonl"
 DEFAULT_METRICS_PORT: Final = 9464
@@ -111,30 +122,24 @@ class Progress:
         return recent[int(0.95 * (len(recent) - 1))] if recent else None
 
 
-def _port_free(port: int, addr: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((addr, port))
-        except OSError:
-            return False
-    return True
-
-
 def _configure(scenario: Scenario, out: TextIO) -> int | None:
-    """Configure chainsight for the demo; return the metrics port actually served."""
+    """Configure chainsight for the demo; return the metrics port actually served.
+
+    The port is bound once, by the /metrics server itself (which sets SO_REUSEADDR): a separate
+    probe bind without it would call a port busy for a minute after a scraped demo exited
+    (its connections linger in TIME_WAIT), and could lose a race to another process anyway.
+    """
     port = scenario.metrics_port
-    if port is not None and not _port_free(port):
-        print(
-            f"port {port} is busy: continuing without /metrics (choose another with "
-            "--metrics-port, or 0 for none)",
-            file=out,
-        )
-        port = None
     try:
         _configure_demo(scenario, port)
-    except OSError as exc:
-        # Lost a race for the port between the probe and the bind.
-        print(f"cannot serve /metrics on port {port} ({exc}): continuing without", file=out)
+    except ConfigurationError as exc:
+        if port is None or not isinstance(exc.__cause__, OSError):
+            raise
+        print(
+            f"port {port} is busy ({exc.__cause__.strerror or exc.__cause__}): continuing "
+            "without /metrics (choose another with --metrics-port, or 0 for none)",
+            file=out,
+        )
         _configure_demo(scenario, None)
         port = None
     return port
@@ -181,7 +186,25 @@ async def _traffic(scenario: Scenario, out: TextIO, live: bool) -> tuple[Progres
     rng = random.Random(scenario.seed)
     plan = app.FaultPlan(dict(scenario.faults), rng=random.Random(rng.random()))
     clock = app.Clock(scenario.time_scale)
-    assistant = app.SupportAssistant(plan, clock)
+    provider = demo_sim.SimProvider(plan, clock)
+    assistant = app.SupportAssistant(plan, clock, await provider.start())
+    try:
+        await assistant.open()
+        return await _requests(scenario, out, live, plan, clock, assistant, rng)
+    finally:
+        await assistant.close()
+        await provider.stop()
+
+
+async def _requests(
+    scenario: Scenario,
+    out: TextIO,
+    live: bool,
+    plan: app.FaultPlan,
+    clock: app.Clock,
+    assistant: app.SupportAssistant,
+    rng: random.Random,
+) -> tuple[Progress, float | None]:
     seen = Progress()
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
@@ -236,18 +259,23 @@ def run_scenario(
     port = _configure(scenario, out)
     if port is not None:
         print(f"serving metrics on http://127.0.0.1:{port}/metrics", file=out)
+    # The SDK calls record their own usage, cost and hits on the app's stages.
+    chainsight.instrument("openai", "qdrant")
+    began = time.time()
     try:
         seen, fault_wall = asyncio.run(_traffic(scenario, out, live))
     finally:
+        chainsight.uninstrument("openai", "qdrant")
         chainsight.shutdown(timeout=10.0)
+    last = _last_span_end(scenario.spans)
     if fault_wall is not None:
-        last = _last_span_end(scenario.spans)
         window = max(last - fault_wall, 0.001) if last is not None else None
-        report = triage.from_spans(scenario.spans, window=window)
     else:
-        report = triage.from_spans(
-            scenario.spans, window=scenario.duration / scenario.time_scale / 2
-        )
+        # The second half of the run, as it took: the real calls' own time does not shrink
+        # with --time-scale, so a very fast clock can end the run after its schedule.
+        planned = scenario.duration / scenario.time_scale
+        window = max(planned, (last - began) if last is not None else planned) / 2
+    report = triage.from_spans(scenario.spans, window=window)
     return report, seen
 
 
@@ -369,8 +397,7 @@ def run(args: argparse.Namespace) -> int:
     if expected:
         named = ", ".join(f"{d} ({c})" for d, c in expected)
         print(f"\ninjected: {faults}; the right answer is {named}")
-    print(
-        f"re-run the triage: chainsight triage --spans {scenario.spans} "
-        f"--window {triage.format_duration(report.window_seconds)}"
-    )
+    window = triage.format_duration(report.window_seconds)
+    command = shlex.join(["triage", "--spans", scenario.spans, "--window", window])
+    print(f"re-run the triage: {chainsight_command()} {command}")
     return 0

@@ -1,41 +1,51 @@
-"""The simulated support assistant behind ``chainsight demo``.
+"""The support assistant behind ``chainsight demo``.
 
 It is written the way we would like an application to use chainsight: the retrieval, rerank,
 prompt, model and validation steps are ordinary functions, each declared once as a stage; the
-request wraps one ticket; failures are plain exceptions of the kinds real clients raise, and
-chainsight works out the fault domain. Only :class:`SupportAssistant` and the decorated stage
-functions touch chainsight; the document store, BM25 index, reranker and the simulated provider
-below know nothing about it.
+request wraps one ticket; failures are the real clients' exceptions, and chainsight works out
+the fault domain. The model is called with the real ``openai`` SDK (``AsyncOpenAI``, pointed at
+the demo's simulated provider on 127.0.0.1, :mod:`chainsight.tools.demo_sim`), the knowledge
+base is searched with the real ``qdrant-client`` in its embedded mode (``":memory:"``, no
+server), and ``chainsight.instrument("openai", "qdrant")`` (called by the harness) records the
+SDK calls' tokens, cost and hits on the stages below, with no ``record_response`` by hand.
 
-Faults are injected by :class:`FaultPlan`, consulted by the simulated vector store and provider
-(and by the prompt builder, for the application bug). ``time_scale`` makes every simulated
-delay shorter, so a test can run a minute of traffic in a few seconds.
+Faults are injected by :class:`FaultPlan`, consulted by the simulated provider, by the vector
+store (which sends the faulty share of queries to an address where nothing listens) and by the
+prompt builder (the application bug). ``time_scale`` makes every simulated delay shorter, so a
+test can run a minute of traffic in a few seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
 import random
 import re
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException
 
 import chainsight
 from chainsight import _names as n
+from chainsight.tools.demo_sim import FAULTS, MODEL, Clock, FaultPlan
 
 __all__ = [
     "FAULTS",
     "KNOWLEDGE_BASE",
+    "MODEL",
     "Answer",
     "BM25Index",
+    "Clock",
     "Document",
     "FaultPlan",
-    "SimAIClient",
     "SupportAssistant",
     "Ticket",
     "VectorStore",
@@ -43,22 +53,8 @@ __all__ = [
 ]
 
 PROVIDER: Final = "simai"
-MODEL: Final = "sim-gpt-4o"
-VECTOR_SYSTEM: Final = "memvec"
+VECTOR_SYSTEM: Final = "qdrant"
 COLLECTION: Final = "kb"
-
-#: Every fault ``--fault`` accepts, with what it simulates.
-FAULTS: Final[Mapping[str, str]] = {
-    "none": "healthy traffic",
-    "provider-timeout": "the model provider stops answering; calls time out",
-    "provider-ratelimit": "the model provider answers HTTP 429 Too Many Requests",
-    "provider-slow": "the model provider answers, but four times slower",
-    "vector-store-down": "the vector store refuses connections; retrieval falls back to BM25",
-    "bad-model-output": "the model answers with malformed or incomplete JSON",
-    "app-bug": "a new prompt template reads a ticket field that some tickets lack (KeyError)",
-    "provider-bad-request": "a config push sends temperature=2.5; the provider answers HTTP 400",
-}
-
 
 # --- the knowledge base -------------------------------------------------------------------------
 
@@ -150,66 +146,55 @@ def embed(text: str, dimensions: int = 96) -> list[float]:
     return [v / norm for v in vector]
 
 
-# --- fault injection ----------------------------------------------------------------------------
-
-
-@dataclass
-class FaultPlan:
-    """Which faults are active and for what fraction of calls; consulted by the simulation."""
-
-    rates: dict[str, float] = field(default_factory=dict)
-    active: bool = False
-    rng: random.Random = field(default_factory=random.Random)
-
-    def hits(self, fault: str) -> bool:
-        """True when ``fault`` is active and this call is among the affected fraction."""
-        rate = self.rates.get(fault)
-        return self.active and rate is not None and self.rng.random() < rate
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Simulated delays, shortened by ``time_scale`` (2.0 = everything twice as fast)."""
-
-    time_scale: float = 1.0
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for ``seconds`` of simulated time."""
-        await asyncio.sleep(seconds / self.time_scale)
-
-    def real(self, seconds: float) -> float:
-        """Simulated seconds as wall-clock seconds."""
-        return seconds / self.time_scale
-
-
 # --- the vector store and the BM25 fallback -----------------------------------------------------
 
 
-class VectorStoreUnavailable(ConnectionError):
-    """The vector store refused the connection."""
-
-
 class VectorStore:
-    """An in-memory vector store with a network round trip, like a small Qdrant."""
+    """The knowledge base in Qdrant, embedded (qdrant-client's local mode: no server to run).
 
-    address: Final = "memvec.internal:6333"
+    :meth:`client` is the client a query goes through. While ``vector-store-down`` is injected,
+    the affected share of queries goes through a second client whose address refuses
+    connections, so the app sees what it would see of a Qdrant that is down: qdrant-client's own
+    ``ResponseHandlingException`` around httpx's ``ConnectError``.
+    """
 
     def __init__(self, docs: Iterable[Document], faults: FaultPlan, clock: Clock) -> None:
-        self._rows = [(doc, embed(f"{doc.title} {doc.text}")) for doc in docs]
+        self.docs = dict(enumerate(docs, start=1))
         self._faults = faults
-        self._clock = clock
+        self._embedded = AsyncQdrantClient(location=":memory:")
+        # Bound but never listening: connections to it are refused, and no other process can
+        # take the port while the demo runs.
+        self._refusing = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._refusing.bind(("127.0.0.1", 0))
+        port = self._refusing.getsockname()[1]
+        self._down = AsyncQdrantClient(
+            url=f"http://127.0.0.1:{port}",
+            timeout=max(1, round(clock.real(2.0))),
+            check_compatibility=False,  # it would ask the (absent) server for its version
+        )
 
-    async def search(self, vector: Sequence[float], k: int) -> list[tuple[Document, float]]:
-        """The ``k`` documents most similar to ``vector`` (cosine), best first."""
-        if self._faults.hits("vector-store-down"):
-            await self._clock.sleep(0.005)
-            raise VectorStoreUnavailable(f"connection refused by {self.address}")
-        await self._clock.sleep(self._faults.rng.uniform(0.008, 0.02))
-        scored = [
-            (doc, sum(a * b for a, b in zip(vector, row, strict=True))) for doc, row in self._rows
+    async def load(self) -> None:
+        """Create the collection and index every document (cosine distance)."""
+        size = len(embed(""))
+        await self._embedded.create_collection(
+            COLLECTION,
+            vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE),
+        )
+        points = [
+            models.PointStruct(id=i, vector=embed(f"{d.title} {d.text}"), payload={"doc": d.id})
+            for i, d in self.docs.items()
         ]
-        scored.sort(key=lambda item: item[1], reverse=True)
-        return scored[:k]
+        await self._embedded.upsert(COLLECTION, points=points)
+
+    def client(self) -> AsyncQdrantClient:
+        """The client for the next query: the embedded store, or (fault) one that is down."""
+        return self._down if self._faults.hits("vector-store-down") else self._embedded
+
+    async def close(self) -> None:
+        """Close both clients and free the refusing port."""
+        await self._embedded.close()
+        await self._down.close()
+        self._refusing.close()
 
 
 class BM25Index:
@@ -253,128 +238,6 @@ def rerank_scores(query: str, candidates: Sequence[tuple[Document, float]]) -> l
         coverage = len(words & (title | text)) / max(len(words), 1)
         scores.append(min(1.0, 0.7 * coverage + 0.3 * len(words & title) / max(len(title), 1)))
     return scores
-
-
-# --- the simulated model provider ---------------------------------------------------------------
-
-
-class SimAIError(Exception):
-    """Base class of the simulated provider's errors; HTTP errors carry ``status_code``."""
-
-    status_code: int | None = None
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        if status_code is not None:
-            self.status_code = status_code
-
-
-class APITimeoutError(SimAIError, TimeoutError):
-    """No answer within the client's timeout."""
-
-
-class RateLimitError(SimAIError):
-    """HTTP 429."""
-
-    status_code = 429
-
-
-class BadRequestError(SimAIError):
-    """HTTP 400: the provider rejected the request we sent."""
-
-    status_code = 400
-
-
-class ServiceUnavailableError(SimAIError):
-    """HTTP 503."""
-
-    status_code = 503
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts of one call, as the provider reports them."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of a streamed answer; the final one has ``usage`` and no text."""
-
-    text: str
-    usage: Usage | None = None
-
-
-class SimAIClient:
-    """A streaming chat client for a simulated provider with realistic latency and failures.
-
-    Time to first chunk is log-normal (median ~0.25 s), then ~25 ms per chunk; 0.2% of calls
-    fail with 503 even when healthy, as real providers do.
-    """
-
-    base_error_rate: Final = 0.002
-
-    def __init__(self, faults: FaultPlan, clock: Clock, timeout: float = 2.5) -> None:
-        self._faults = faults
-        self._clock = clock
-        self.timeout = timeout
-
-    async def stream_chat(
-        self, messages: Sequence[Mapping[str, str]], *, model: str, temperature: float
-    ) -> AsyncIterator[Chunk]:
-        """Stream the answer to ``messages``; the last chunk carries the usage.
-
-        Raises :class:`SimAIError` subclasses, as a real SDK does.
-        """
-        faults, rng = self._faults, self._faults.rng
-        if temperature > 2.0:
-            await self._clock.sleep(0.03)
-            raise BadRequestError(
-                f"Invalid 'temperature': {temperature} is greater than the maximum of 2"
-            )
-        if faults.hits("provider-ratelimit"):
-            await self._clock.sleep(0.02)
-            raise RateLimitError("Rate limit reached for sim-gpt-4o: 10000 tokens per minute")
-        if rng.random() < self.base_error_rate:
-            await self._clock.sleep(0.05)
-            raise ServiceUnavailableError("The server is overloaded, please retry")
-        slow = 4.0 if faults.hits("provider-slow") else 1.0
-        hang = faults.hits("provider-timeout")
-        first = rng.lognormvariate(math.log(0.25), 0.3) * slow
-        if hang:
-            first = 60.0
-        # Decided in simulated time, not by racing two timers: on a busy machine a late event
-        # loop would otherwise turn a first chunk due before the timeout into a timeout.
-        if first >= self.timeout:
-            await self._clock.sleep(self.timeout)
-            raise APITimeoutError(f"no response from {PROVIDER} within {self.timeout}s")
-        await self._clock.sleep(first)
-        text = self._reply(messages, broken=faults.hits("bad-model-output"))
-        words = text.split(" ")
-        prompt_tokens = sum(len(m["content"].split()) for m in messages) * 4 // 3
-        for i in range(0, len(words), 4):
-            if i:
-                await self._clock.sleep(rng.uniform(0.015, 0.035) * slow)
-            yield Chunk(" ".join(words[i : i + 4]) + " ")
-        yield Chunk("", Usage(prompt_tokens, len(words) * 4 // 3 + 1, 0))
-
-    def _reply(self, messages: Sequence[Mapping[str, str]], *, broken: bool) -> str:
-        context = messages[-1]["content"]
-        ids = re.findall(r"\[(kb-\d+)\]", context)[:2]
-        sentence = re.search(r"\] [^:]*: ([^.]*\.)", context)
-        answer = sentence.group(1) if sentence else "Please contact support."
-        if broken:
-            rng = self._faults.rng
-            choice = rng.randrange(3)
-            if choice == 0:
-                return json.dumps({"answer": answer, "citations": ids})[:-12]  # cut off
-            if choice == 1:
-                return json.dumps({"reply": answer})  # wrong field
-            return f"Sure! {answer}"  # prose instead of JSON
-        return json.dumps({"answer": answer, "citations": ids})
 
 
 # --- the application --------------------------------------------------------------------------
@@ -472,11 +335,30 @@ class SupportAssistant:
     top_k: Final = 8
     context_k: Final = 3
 
-    def __init__(self, faults: FaultPlan, clock: Clock) -> None:
+    def __init__(self, faults: FaultPlan, clock: Clock, provider_url: str) -> None:
+        """The clients; :meth:`open` loads the knowledge base, :meth:`close` closes them."""
         self.faults = faults
         self.vectors = VectorStore(KNOWLEDGE_BASE, faults, clock)
         self.keywords = BM25Index(KNOWLEDGE_BASE)
-        self.llm = SimAIClient(faults, clock)
+        # The real OpenAI SDK, pointed at the simulated provider. No retries: the demo's fault
+        # rate is the share of calls that fail (with the SDK's retries, 50% would show as 25%).
+        self.llm = openai.AsyncOpenAI(
+            api_key="sk-demo",
+            base_url=provider_url,
+            max_retries=0,
+            timeout=clock.client_timeout(),
+            # Loopback only: a proxy from the environment must not carry the demo's calls.
+            http_client=openai.DefaultAsyncHttpxClient(trust_env=False),
+        )
+
+    async def open(self) -> None:
+        """Index the knowledge base in the embedded Qdrant."""
+        await self.vectors.load()
+
+    async def close(self) -> None:
+        """Close the OpenAI and Qdrant clients."""
+        await self.llm.close()
+        await self.vectors.close()
 
     async def answer(self, ticket: Ticket) -> Answer:
         """Answer one ticket. Raises what the chain raised; chainsight has recorded where."""
@@ -501,17 +383,21 @@ class SupportAssistant:
 
         Returns the hits and whether they came from the fallback.
         """
-        fell_back = False
         try:
-            hits = await self.vectors.search(embed(query), self.top_k)
-        except VectorStoreUnavailable:
-            # Inside the except block, so chainsight records what failed (the vector store).
+            # chainsight.instrument("qdrant") records the points returned on this stage.
+            found = await self.vectors.client().query_points(
+                COLLECTION, query=embed(query), limit=self.top_k
+            )
+        except ResponseHandlingException:
+            # Qdrant is unreachable. Inside the except block, so chainsight records what
+            # failed (the vector store) while the request goes on, degraded.
             chainsight.current_stage().fallback(to="bm25", reason="vector store unavailable")
-            hits, fell_back = self.keyword_search(query), True
-        chainsight.current_stage().record_documents(
-            count=len(hits), scores=[round(s, 4) for _, s in hits], ids=[d.id for d, _ in hits]
-        )
-        return hits, fell_back
+            hits = self.keyword_search(query)
+            chainsight.current_stage().record_documents(
+                count=len(hits), scores=[round(s, 4) for _, s in hits], ids=[d.id for d, _ in hits]
+            )
+            return hits, True
+        return [(self.vectors.docs[int(p.id)], p.score) for p in found.points], False
 
     @chainsight.traced_stage("retrieval", name="keyword_search", system="bm25", collection="kb")
     def keyword_search(self, query: str) -> list[tuple[Document, float]]:
@@ -540,18 +426,24 @@ class SupportAssistant:
 
     @chainsight.traced_stage("model", name="generate_answer", provider=PROVIDER, model=MODEL)
     async def generate(self, messages: Sequence[Mapping[str, str]]) -> AsyncIterator[str]:
-        """Stream the model's answer; time to first chunk is recorded by chainsight."""
+        """Stream the model's answer through the OpenAI SDK.
+
+        chainsight.instrument("openai") records the stream's usage, cost, response model and
+        time to first chunk on this stage; the SDK's errors (429, 400, 503, a timeout) pass
+        through, and chainsight classifies them.
+        """
         temperature = 2.5 if self.faults.hits("provider-bad-request") else 0.2
-        async for chunk in self.llm.stream_chat(messages, model=MODEL, temperature=temperature):
-            if chunk.usage is not None:
-                chainsight.current_stage().record_usage(
-                    input_tokens=chunk.usage.input_tokens,
-                    output_tokens=chunk.usage.output_tokens,
-                    cached_input_tokens=chunk.usage.cached_input_tokens,
-                    model=MODEL,
-                )
-            if chunk.text:
-                yield chunk.text
+        stream = await self.llm.chat.completions.create(
+            model=MODEL,
+            messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},  # or the stream carries no token counts
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
 
     @chainsight.traced_stage("validation", name="validate_answer", validator="answer_json")
     def validate(self, text: str, allowed: Sequence[str]) -> tuple[str, tuple[str, ...]] | None:
