@@ -29,7 +29,7 @@ from opentelemetry.context import Context
 from chainsight.config import state as _state
 from chainsight.errors import ConfigurationError
 from chainsight.stages import usage as _usage
-from chainsight.stages.lifecycle import begin, finish, refuse
+from chainsight.stages.lifecycle import RequestKeywords, begin, finish, refuse
 from chainsight.stages.noop import NOOP_STAGE
 from chainsight.stages.spec import Spec, make_spec, spec_for
 from chainsight.stages.stage import STAGE_KEY, Stage
@@ -58,7 +58,7 @@ class _StageContext:
 
     __slots__ = ("_entries", "_request_kw", "_spec")
 
-    def __init__(self, spec: Spec, request_kw: dict[str, object] | None) -> None:
+    def __init__(self, spec: Spec, request_kw: RequestKeywords | None) -> None:
         self._spec = spec
         self._request_kw = request_kw
         self._entries: list[tuple[Stage, Token[Context]] | None] = []
@@ -135,7 +135,7 @@ def request(
     are set on every stage span inside it. Works as ``async with`` too.
     """
     spec = spec_for("request", name, attributes)
-    return _StageContext(spec, {"tenant": tenant, "feature": feature, "team": team})
+    return _StageContext(spec, (tenant, feature, team))
 
 
 def traced_stage(
