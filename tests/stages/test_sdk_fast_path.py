@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
@@ -34,6 +35,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation import get_current_span, set_span_in_context
 from opentelemetry.util.types import Attributes, AttributeValue
 
 import chainsight
@@ -57,6 +59,10 @@ _FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "StaticSampler.should_sample": (StaticSampler.should_sample, "45cb9cd55e66eab3"),
     "TraceIdRatioBased.should_sample": (TraceIdRatioBased.should_sample, "f8786d237e5eab43"),
     "SamplingResult.__init__": (SamplingResult.__init__, "29227f90bb0b8803"),
+    "set_span_in_context": (set_span_in_context, "f75057fa9ada08a8"),
+    "get_current_span": (get_current_span, "e067c8d767261963"),
+    "set_value": (otel_context.set_value, "80dd333fb63d0c46"),
+    "Context": (Context, "6a4dfffa8d4f4339"),
 }
 
 
@@ -268,3 +274,16 @@ def test_a_configured_chainsight_uses_the_fast_path_with_its_own_and_a_given_pro
         pass
     names = [s.name for s in exporter.get_finished_spans()]
     assert names == ["retrieval docs", "invoke_workflow r"]
+
+
+def test_context_with_equals_the_apis_two_steps() -> None:
+    provider, _exporter, _seen = _provider()
+    span = provider.get_tracer("t").start_span("s")
+    key = otel_context.create_key("k")
+    parent = otel_context.set_value("other", 1, Context())
+    ours = spans.context_with(parent, span, key, "v")
+    theirs = otel_context.set_value(key, "v", set_span_in_context(span, parent))
+    assert type(ours) is type(theirs) is Context
+    assert ours == theirs
+    assert get_current_span(ours) is span
+    assert parent == {"other": 1}  # the parent is not changed

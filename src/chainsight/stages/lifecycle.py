@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -25,7 +24,7 @@ from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
 from chainsight.stages.attrs import coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Origin, is_cancellation
-from chainsight.stages.spans import clean_once, set_final
+from chainsight.stages.spans import clean_once, context_with, set_final
 from chainsight.stages.spec import EXEMPLAR_INTERVAL_S, RequestScope
 from chainsight.stages.stage import (
     STAGE_KEY,
@@ -81,9 +80,7 @@ def begin(
         stage = Stage(spec, cfg, span, parent, state[2], _RECORDER, scope)
         if scope is not None:
             cfg.metrics.in_flight.child(request=stage.labels.stage).inc()
-        ctx = trace.set_span_in_context(span, parent_ctx)
-        ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
-        return stage, ctx
+        return stage, context_with(parent_ctx, span, STAGE_KEY, stage)
     except Exception as exc:
         _state.report_internal("stage_start", exc)
         return None
