@@ -47,8 +47,9 @@ RequestScopes = dict[
 ]
 #: (config version, start attributes, metric labels, request scopes), replaced in one assignment
 #: so a stage never mixes two configurations' values when ``configure()`` races with it. The
-#: start attributes are cleaned as the SDK stores them (``stages.spans.clean_once``).
-SpecState = tuple[int, dict[str, AttributeValue], StageLabels, RequestScopes]
+#: start attributes are cleaned as the SDK stores them (``stages.spans.clean_once``); the last
+#: is the usage module's memo of guarded labels and metric children (``usage._Children``).
+SpecState = tuple[int, dict[str, AttributeValue], StageLabels, RequestScopes, dict[Any, Any]]
 
 # Keyword arguments with a meaning; everything else becomes a span attribute as given.
 _SEMANTIC_KEYWORDS: Final[dict[str, str]] = {
@@ -202,7 +203,7 @@ class Spec:
         self.static_attrs = attrs
         self.given_span_name = self.span_name = self._span_name(extra)
         self.exemplar_at = -EXEMPLAR_INTERVAL_S
-        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE), {})
+        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE), {}, {})
 
     def _own_attributes(self) -> dict[str, AttributeValue]:
         kind, name = self.kind, self.name
@@ -271,7 +272,7 @@ class Spec:
         labels = cfg.metrics.stage_labels(
             self.name, self.kind, self.system or "", self.operation or ""
         )
-        state: SpecState = (cfg.version, clean_once(attrs), labels, {})
+        state: SpecState = (cfg.version, clean_once(attrs), labels, {}, {})
         self.state = state
         self.exemplar_at = -EXEMPLAR_INTERVAL_S  # a new configuration may be a new registry
         return state
