@@ -133,8 +133,8 @@ def test_parameter_names_of_the_layer_itself_fall_back_to_the_generic_wrapper() 
     def traced(*args: Any, **kwargs: Any) -> Any:
         return "traced"
 
-    assert forwarding(clash, traced, is_async=False) is traced
-    assert forwarding(len, traced, is_async=False) is not None  # a builtin: copied or generic
+    assert forwarding(clash, traced) is traced
+    assert forwarding(len, traced) is not None  # a builtin: copied or generic
 
 
 def test_off_calls_the_function_without_the_traced_wrapper(
@@ -149,7 +149,7 @@ def test_off_calls_the_function_without_the_traced_wrapper(
         calls.append("traced")
         return body(*args, **kwargs)
 
-    layer = forwarding(body, traced, is_async=False)
+    layer = forwarding(body, traced)
     chainsight.configure(enabled=False)
     assert layer(3) == 3
     assert calls == []

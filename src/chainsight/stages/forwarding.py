@@ -6,6 +6,7 @@ time packing and unpacking the arguments (~60 ns where the layer's own work is ~
 :func:`forwarding` writes a function with the decorated function's exact parameter list once,
 at decoration, and forwards them as they came. On, it hands the same arguments to the traced
 wrapper. Signatures it cannot copy exactly (none found, odd names) keep the generic wrapper.
+Sync functions only: for a coroutine, such a layer would be one more frame on every resumption.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ __all__ = ["forwarding"]
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _TEMPLATE: Final = """
 def make(_cs_state, _cs_func, _cs_traced{defaults}):
-    {kind}def {name}({params}):
+    def {name}({params}):
         _cs_cfg = _cs_state.CONFIG
         if _cs_cfg is not None and not _cs_cfg.enabled:
-            return {wait}_cs_func({call})
-        return {wait}_cs_traced({call})
+            return _cs_func({call})
+        return _cs_traced({call})
     return {name}
 """
 
@@ -75,9 +76,7 @@ def _parameters(func: Callable[..., Any]) -> tuple[str, str, list[object]] | Non
     return ", ".join(params), ", ".join(call), defaults
 
 
-def forwarding(
-    func: Callable[..., Any], traced: Callable[..., Any], *, is_async: bool
-) -> Callable[..., Any]:
+def forwarding(func: Callable[..., Any], traced: Callable[..., Any]) -> Callable[..., Any]:
     """A function with ``func``'s parameters that calls ``func`` when chainsight is off and
     ``traced`` (the generic traced wrapper) when it is on; ``traced`` itself if the signature
     cannot be copied. Metadata (name, docstring, ``__wrapped__``) is the caller's to copy."""
@@ -86,8 +85,6 @@ def forwarding(
         return traced
     params, call, defaults = found
     source = _TEMPLATE.format(
-        kind="async " if is_async else "",
-        wait="await " if is_async else "",
         name="wrapper",
         params=params,
         call=call,

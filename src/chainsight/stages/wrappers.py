@@ -231,14 +231,12 @@ def _wrap_function(func: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         finish(stage, None)
         return result
 
-    return _outer(func, wrapper, is_async=False)
+    return _outer(func, wrapper)
 
 
-def _outer(
-    func: Callable[..., Any], traced: Callable[..., Any], *, is_async: bool
-) -> Callable[..., Any]:
+def _outer(func: Callable[..., Any], traced: Callable[..., Any]) -> Callable[..., Any]:
     """The layer callers see: ``func``'s own parameters, forwarded (see ``stages.forwarding``)."""
-    made = forwarding(func, traced, is_async=is_async)
+    made = forwarding(func, traced)
     if made is not traced:
         functools.update_wrapper(made, func)
     return made
@@ -272,7 +270,10 @@ def _wrap_coroutine(func: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         finish(stage, None)
         return result
 
-    return _outer(func, wrapper, is_async=True)
+    # No forwarding layer here: an async one would add a coroutine frame that every resumption
+    # of the stage passes through (measured at 1,000 concurrent requests), and a plain one would
+    # no longer be a coroutine function to the frameworks that ask.
+    return wrapper
 
 
 def _as_generator(value: Any) -> Generator[Any, Any, Any]:
