@@ -118,7 +118,7 @@ def _bind(tracer: Any) -> SpanStarter:
     """``Tracer.start_span`` of opentelemetry-sdk 1.45 for pre-cleaned attributes."""
     sampler = tracer.sampler
     id_generator = tracer.id_generator
-    random_ids = id_generator.is_trace_id_random()
+    random_ids = id_generator.is_trace_id_random
     new_trace_id = id_generator.generate_trace_id
     new_span_id = id_generator.generate_span_id
     metrics_start = tracer._tracer_metrics.start_span
@@ -152,7 +152,7 @@ def _bind(tracer: Any) -> SpanStarter:
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = new_trace_id()
-            random_trace_id = random_ids
+            random_trace_id = random_ids()
         else:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
