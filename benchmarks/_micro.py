@@ -21,6 +21,7 @@ from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import chainsight
+from benchmarks._chain import ChainCases
 from benchmarks._harness import BenchmarkError, Case
 from benchmarks._integrations import OpenAICases
 from chainsight import _names as n
@@ -178,6 +179,7 @@ class MicroSuite:
         }
         tracer = self.sampled.provider.get_tracer("bench.reference")
         self._tracer = tracer
+        self.chain = ChainCases(tracer)
         manual = CollectorRegistry()
         labels = ("stage", "kind", "system", "outcome")
         values = (STAGE_NAME, "retrieval", "qdrant", n.OUTCOME_OK)
@@ -409,6 +411,10 @@ class MicroSuite:
             ("cs_openai_stub_integration", "the integration's wrapper, same parsed response",
              self.openai.run_stub_integration, on, 1, 1),
         ]  # fmt: skip
+        # The request-level cases: a request alone, the six-stage request and its raw twins.
+        table += [
+            (name, what, run, on, spans, obs) for name, what, run, spans, obs in self.chain.rows()
+        ]
         cases: list[Case] = []
         for name, description, run, setup, spans, obs in table:
             case = Case(name, description, run, setup)

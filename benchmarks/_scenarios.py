@@ -608,6 +608,9 @@ _IMPORT_VARIANTS: Final = {
     "bare": "pass",
     "dependencies": "import opentelemetry.sdk.trace, prometheus_client, structlog",
     "chainsight": "import chainsight\nchainsight.configure()",
+    # With the OTLP exporter: its protobuf and HTTP stack load too (the endpoint is never
+    # reached: nothing is exported before the child exits).
+    "chainsight_otlp": 'import chainsight\nchainsight.configure(exporter="otlp:http")',
 }
 
 
@@ -658,7 +661,7 @@ def import_cost(*, rounds: int) -> dict[str, Any]:
     for name, values in samples.items():
         out[name] = {key: round(statistics.median(v), 4) for key, v in values.items()}
     bare = out["bare"]
-    for name in ("dependencies", "chainsight"):
+    for name in ("dependencies", "chainsight", "chainsight_otlp"):
         out[name]["added_process_s"] = round(out[name]["process_s"] - bare["process_s"], 4)
         out[name]["added_rss_mib"] = round(out[name]["rss_mib"] - bare["rss_mib"], 2)
     return out

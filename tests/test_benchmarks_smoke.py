@@ -46,6 +46,12 @@ MICRO_CASES = {
     "cs_openai_integration",
     "cs_openai_stub_by_hand",
     "cs_openai_stub_integration",
+    # The request-level cases (issue 18): a request alone, the six-stage request and its twins.
+    "cs_request",
+    "R_chain6",
+    "manual_chain6",
+    "cs_chain6",
+    "R2",
 }
 
 
@@ -87,7 +93,8 @@ def test_smoke_mode_runs_every_benchmark_and_writes_results(tmp_path: Path) -> N
         assert row["raw_otel_rps"] > 0
 
     imports = results["import_cost"]
-    assert set(imports) >= {"bare", "dependencies", "chainsight"}
+    assert set(imports) >= {"bare", "dependencies", "chainsight", "chainsight_otlp"}
+    assert imports["chainsight_otlp"]["rss_mib"] > 0
     assert imports["chainsight"]["rss_mib"] > 0
 
     # Export CPU per span: both encoders, every batch size, every span decoded by the receiver.

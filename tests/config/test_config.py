@@ -126,6 +126,25 @@ def test_uses_app_tracer_provider_and_installs_nothing() -> None:
     )
 
 
+def test_exporter_none_with_an_app_provider_still_records_into_that_provider() -> None:
+    # The decision (docs/api.md, tracer_provider): a given provider is what the app wants its
+    # spans in; exporter= and sample_ratio= shape chainsight's own pipeline only.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    chainsight.configure(tracer_provider=provider, exporter="none", registry=CollectorRegistry())
+    with chainsight.request("r"), chainsight.stage("tool", name="t") as s:
+        assert s.trace_id is not None
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "execute_tool t",
+        "invoke_workflow r",
+    ]
+    chainsight.reset()
+    chainsight.configure(exporter="none")
+    with chainsight.stage("tool", name="t") as s:
+        assert s.trace_id is None  # chainsight's own pipeline with no exporter records nothing
+
+
 def test_reset_undoes_configure(tmp_path: object) -> None:
     chainsight.configure(service="x", release="r1", enabled=False)
     chainsight.reset()

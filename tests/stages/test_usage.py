@@ -375,3 +375,40 @@ def test_the_stage_owns_its_usage_record(chainsight_capture: Capture) -> None:
         assert not totals.recorded
     last_request = chainsight_capture.find(kind="request")[-1]
     assert last_request.attributes["chainsight.request.input_tokens"] == 110
+
+
+def test_usage_metrics_add_up_whichever_children_a_call_needs(chainsight_capture: Capture) -> None:
+    # The children of a (stage, model, provider, request) are remembered after the first call;
+    # a later call needing one not made yet (cache reads, an unpriced model) must still record
+    # everything exactly once.
+    @chainsight.traced_stage("model", provider="openai", model="gpt-4o")
+    def call(**usage: Any) -> None:
+        chainsight.current_stage().record_usage(**usage)
+
+    with chainsight.request("r", feature="f", tenant="t"):
+        call(input_tokens=100, output_tokens=10)
+        call(input_tokens=100, output_tokens=10)
+        call(input_tokens=100, output_tokens=10, cached_input_tokens=40)
+        call(input_tokens=100, output_tokens=10, cached_input_tokens=40, model="no-such-model")
+        call(output_tokens=5)
+    labels = {"provider": "openai", "feature": "f", "tenant": "t"}
+    totals = {
+        token_type: chainsight_capture.metric(
+            "chainsight_tokens_total", {**labels, "token_type": token_type}
+        )
+        for token_type in ("input", "output", "cache_read")
+    }
+    assert totals == {"input": 400, "output": 45, "cache_read": 80}
+    histogram = chainsight_capture.metric(
+        "gen_ai_client_token_usage_count", {"gen_ai_token_type": "input"}
+    )
+    assert histogram == 4
+    priced = chainsight_capture.metric("chainsight_cost_usd_total", {"model": "gpt-4o"})
+    assert priced is not None
+    assert (
+        abs(
+            priced
+            - (2 * (100 * 2.5 + 10 * 10.0) + (60 * 2.5 + 40 * 1.25 + 10 * 10.0) + 5 * 10.0) / 1e6
+        )
+        < 1e-12
+    )

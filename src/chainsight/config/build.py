@@ -35,6 +35,7 @@ from chainsight.export.traces import (
 )
 from chainsight.stages.faults import Classifier
 from chainsight.stages.redact import Redactor
+from chainsight.stages.spans import starter_for
 
 if TYPE_CHECKING:
     from chainsight.cost.budget import BudgetSet
@@ -345,6 +346,7 @@ def _apply(plan: _Plan, settings: Settings, previous: Config | None) -> Config:
         batching=plan.batching,
         processor=processor,
         sampler=sampler,
+        start_span=starter_for(tracer),
     )
 
 

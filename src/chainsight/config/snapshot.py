@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chainsight.export.traces import DroppingBatchProcessor, SwitchableSampler
     from chainsight.stages.faults import Classifier
     from chainsight.stages.redact import Redactor
+    from chainsight.stages.spans import SpanStarter
 
 __all__ = ["Config"]
 
@@ -53,3 +54,5 @@ class Config:
     processor: DroppingBatchProcessor | None = None
     sampler: SwitchableSampler | None = None
     batching: tuple[int, int, int] | None = None
+    #: How stages start spans of ``tracer`` (``stages.spans.starter_for``, chosen once here).
+    start_span: SpanStarter | None = None

@@ -9,11 +9,9 @@ reported through ``config.state.report_internal``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -26,20 +24,20 @@ from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
 from chainsight.stages.attrs import coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Origin, is_cancellation
-from chainsight.stages.spec import EXEMPLAR_INTERVAL_S
+from chainsight.stages.spans import clean_once, context_with, set_final
+from chainsight.stages.spec import EXEMPLAR_INTERVAL_S, RequestScope
 from chainsight.stages.stage import (
     STAGE_KEY,
     Recorder,
-    RequestScope,
     Stage,
     classify_exception,
 )
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
-    from chainsight.stages.spec import Spec
+    from chainsight.stages.spec import Spec, SpecState
 
-__all__ = ["begin", "finish", "refuse"]
+__all__ = ["RequestKeywords", "begin", "finish", "refuse"]
 
 _MAX_EXCEPTION_MESSAGE: Final = 1024
 
@@ -57,7 +55,7 @@ _RECORDER: Final = Recorder(
 
 
 def begin(
-    spec: Spec, cfg: Config, request_kw: Mapping[str, object] | None = None
+    spec: Spec, cfg: Config, request_kw: RequestKeywords | None = None
 ) -> tuple[Stage, otel_context.Context] | None:
     """Start the span and the Stage; None if chainsight failed (the app then runs untraced)."""
     try:
@@ -69,50 +67,73 @@ def begin(
         attrs = state[1]
         scope: RequestScope | None = None
         if request_kw is not None:
-            extra = _request_attributes(cfg, request_kw)
-            attrs = {**attrs, **extra}
+            attrs, scope = _request_start(cfg, state, request_kw)
         else:
             root = parent.root if parent is not None else None
             if root is not None and root.scope is not None and root.scope.attrs:
                 attrs = {**attrs, **root.scope.attrs}
-        span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
-        if request_kw is not None:
-            scope = _request_scope(cfg, extra)
+        start = cfg.start_span
+        if start is not None:
+            span = start(spec.span_name, parent_ctx, spec.span_kind, attrs)
+        else:
+            span = cfg.tracer.start_span(spec.span_name, parent_ctx, spec.span_kind, attrs)
         stage = Stage(spec, cfg, span, parent, state[2], _RECORDER, scope)
         if scope is not None:
             cfg.metrics.in_flight.child(request=stage.labels.stage).inc()
-        ctx = trace.set_span_in_context(span, parent_ctx)
-        ctx = otel_context.set_value(STAGE_KEY, stage, ctx)
-        return stage, ctx
+        return stage, context_with(parent_ctx, span, STAGE_KEY, stage)
     except Exception as exc:
         _state.report_internal("stage_start", exc)
         return None
 
 
-_REQUEST_ATTRIBUTES: Final = {"tenant": n.CS_TENANT, "feature": n.CS_FEATURE, "team": n.CS_TEAM}
+#: ``request()``'s tenant, feature and team, in that order.
+RequestKeywords = tuple[object, object, object]
+_REQUEST_ATTRIBUTES: Final = (n.CS_TENANT, n.CS_FEATURE, n.CS_TEAM)
+# Distinct (tenant, feature, team) triples remembered per request spec and configuration.
+_SCOPES_PER_SPEC: Final = 256
 
 
-def _request_attributes(cfg: Config, request_kw: Mapping[str, object]) -> dict[str, AttributeValue]:
+def _request_start(
+    cfg: Config, state: SpecState, request_kw: RequestKeywords
+) -> tuple[dict[str, AttributeValue], RequestScope]:
+    """A request's start attributes and scope, computed once per distinct (tenant, feature,
+    team) of plain strings: a service sends the same few again and again.
+
+    Not remembered: other values (coerced and counted per call, as before), and a scope with
+    a label past the cardinality guard (the guard counts each overflowing use).
+    """
+    cacheable = all(value is None or type(value) is str for value in request_kw)
+    scopes = state[3]
+    if cacheable:
+        found = scopes.get(request_kw)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+    extra = _request_attributes(cfg, request_kw)
+    # Stages inside the request carry tenant/feature/team too, so one span answers "whose?".
+    labels = cfg.metrics.request_labels(
+        extra.get(n.CS_FEATURE, NO_VALUE),
+        extra.get(n.CS_TENANT, NO_VALUE),
+        extra.get(n.CS_TEAM, NO_VALUE),
+    )
+    made = clean_once({**state[1], **extra}), RequestScope(clean_once(extra), labels)
+    if cacheable and n.OVERFLOW_VALUE not in labels:
+        if len(scopes) >= _SCOPES_PER_SPEC:
+            scopes.clear()
+        scopes[request_kw] = made  # type: ignore[index]
+    return made
+
+
+def _request_attributes(cfg: Config, request_kw: RequestKeywords) -> dict[str, AttributeValue]:
     out: dict[str, AttributeValue] = {}
-    for key, value in request_kw.items():
+    for key, value in zip(_REQUEST_ATTRIBUTES, request_kw, strict=True):
         if value is None:
             continue
         legal = coerce(value)
         if legal is None:
             cfg.metrics.invalid("request")
             continue
-        out[_REQUEST_ATTRIBUTES[key]] = safe_attribute(cfg.redactor, legal)
+        out[key] = safe_attribute(cfg.redactor, legal)
     return out
-
-
-def _request_scope(cfg: Config, attrs: dict[str, AttributeValue]) -> RequestScope:
-    # Stages inside the request carry tenant/feature/team too, so one span answers "whose?".
-    labels = cfg.metrics.request_labels(
-        attrs.get(n.CS_FEATURE, NO_VALUE),
-        attrs.get(n.CS_TENANT, NO_VALUE),
-        attrs.get(n.CS_TEAM, NO_VALUE),
-    )
-    return RequestScope(attrs, labels)
 
 
 # --- finish --------------------------------------------------------------------------------
@@ -239,7 +260,7 @@ def _end_span(
             attrs[n.CS_REQUEST_OUTPUT_TOKENS] = usage.output_tokens
             if usage.priced:
                 attrs[n.CS_REQUEST_COST_USD] = usage.cost_usd
-    span.set_attributes(attrs)
+    set_final(span, attrs)
     if status is not None:
         span.set_status(status)
     if end_at is None:

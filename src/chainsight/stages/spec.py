@@ -8,7 +8,7 @@ guarded metric labels) is recomputed by :meth:`Spec.refresh` when ``configure()`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
@@ -16,16 +16,17 @@ from opentelemetry.util.types import AttributeValue
 from chainsight import _names as n
 from chainsight._text import shown, valid_text
 from chainsight.errors import ConfigurationError
-from chainsight.export.metric_families import NO_VALUE, StageLabels
+from chainsight.export.metric_families import NO_VALUE, RequestLabels, StageLabels
 from chainsight.stages import openinference
 from chainsight.stages.attrs import coerce, is_secret_name, safe_attribute, safe_text
 from chainsight.stages.faults import StageFacts
 from chainsight.stages.kinds import GENAI_KINDS, kind_info
+from chainsight.stages.spans import clean_once
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
 
-__all__ = ["EXEMPLAR_INTERVAL_S", "Spec", "SpecState", "make_spec", "spec_for"]
+__all__ = ["EXEMPLAR_INTERVAL_S", "RequestScope", "Spec", "SpecState", "make_spec", "spec_for"]
 
 # The longest stage name or span name recorded, in UTF-8 bytes.
 _NAME_BYTES: Final = 256
@@ -33,9 +34,23 @@ _NAME_BYTES: Final = 256
 EXEMPLAR_INTERVAL_S: Final = 1.0
 """An ok stage attaches an exemplar at most this often per spec (failures always do)."""
 
-#: (config version, start attributes, metric labels), replaced in one assignment so a stage
-#: never mixes two configurations' values when ``configure()`` races with it.
-SpecState = tuple[int, dict[str, AttributeValue], StageLabels]
+
+class RequestScope(NamedTuple):
+    """What a request gives every stage inside it: span attributes and guarded metric labels."""
+
+    attrs: dict[str, AttributeValue]
+    labels: RequestLabels
+
+
+#: A request spec's (start attributes, scope) by the (tenant, feature, team) seen so far.
+RequestScopes = dict[
+    tuple[str | None, str | None, str | None], tuple[dict[str, AttributeValue], RequestScope]
+]
+#: (config version, start attributes, metric labels, request scopes), replaced in one assignment
+#: so a stage never mixes two configurations' values when ``configure()`` races with it. The
+#: start attributes are cleaned as the SDK stores them (``stages.spans.clean_once``); the last
+#: is the usage module's memo of guarded labels and metric children (``usage._Children``).
+SpecState = tuple[int, dict[str, AttributeValue], StageLabels, RequestScopes, dict[Any, Any]]
 
 # Keyword arguments with a meaning; everything else becomes a span attribute as given.
 _SEMANTIC_KEYWORDS: Final[dict[str, str]] = {
@@ -189,7 +204,7 @@ class Spec:
         self.static_attrs = attrs
         self.given_span_name = self.span_name = self._span_name(extra)
         self.exemplar_at = -EXEMPLAR_INTERVAL_S
-        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE))
+        self.state: SpecState = (-1, attrs, StageLabels(NO_VALUE, kind, NO_VALUE, NO_VALUE), {}, {})
 
     def _own_attributes(self) -> dict[str, AttributeValue]:
         kind, name = self.kind, self.name
@@ -256,7 +271,7 @@ class Spec:
         labels = cfg.metrics.stage_labels(
             self.name, self.kind, self.system or "", self.operation or ""
         )
-        state = (cfg.version, attrs, labels)
+        state: SpecState = (cfg.version, clean_once(attrs), labels, {}, {})
         self.state = state
         self.exemplar_at = -EXEMPLAR_INTERVAL_S  # a new configuration may be a new registry
         return state

@@ -30,11 +30,12 @@ from chainsight.stages.faults import (
     is_cancellation,
 )
 from chainsight.stages.response_calls import ResponseCalls
+from chainsight.stages.spec import RequestScope
 
 if TYPE_CHECKING:
     from chainsight.config.snapshot import Config
     from chainsight.cost.budget import Admission
-    from chainsight.export.metric_families import RequestLabels, StageLabels
+    from chainsight.export.metric_families import StageLabels
     from chainsight.stages.responses import StreamAccumulator
     from chainsight.stages.spec import Spec
 
@@ -49,13 +50,6 @@ __all__ = [
 
 STAGE_KEY: Final = otel_context.create_key("chainsight-stage")
 """The context key under which the current :class:`Stage` travels with its span."""
-
-
-class RequestScope(NamedTuple):
-    """What a request gives every stage inside it: span attributes and guarded metric labels."""
-
-    attrs: dict[str, AttributeValue]
-    labels: RequestLabels
 
 
 class Usage:
