@@ -46,8 +46,21 @@ def _shoot(browser: str, url: str, out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Install and start Phoenix, send the chain, write the screenshots; prints what it did."""
     parser = argparse.ArgumentParser(prog="tools/phoenix_screenshot.py")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs" / "img",
+        help="where the PNGs go (default docs/img: it replaces the screenshots the docs show)",
+    )
     args = parser.parse_args(argv)
+    try:
+        import anthropic  # noqa: F401, PLC0415 - the chain is built from its real response types
+    except ImportError:
+        raise SystemExit(
+            "tools/phoenix_screenshot.py needs the dev extra (it builds the chain from the real "
+            "anthropic SDK's types): run `make .venv/.installed-dev` (or "
+            "`.venv/bin/pip install -e '.[dev]'`), then run it again"
+        ) from None
     browser = _chromium()
     python, seconds = phoenix.ensure_venv()
     how = f"installed in {seconds:.0f} s" if seconds is not None else "cached environment"

@@ -18,6 +18,7 @@ import pytest
 
 import chainsight
 from chainsight import ConfigurationError
+from chainsight import _names as n
 from chainsight.testing import Capture
 
 
@@ -177,6 +178,48 @@ def test_extra_keywords_become_attributes(chainsight_capture: Capture) -> None:
     assert attrs["hits"] == 4
     assert attrs["tags"] == ("a", "b")
     assert "password" not in attrs
+
+
+def test_odd_keyword_values_on_the_request_path_are_dropped_and_counted(
+    chainsight_capture: Capture,
+) -> None:
+    # A user id that is sometimes None, a dict passed by mistake: the request goes on.
+    with (
+        chainsight.request("answer", tenant="acme", user_id=None, extra={"a": 1}, plan="pro"),
+        chainsight.stage("model", name="generate", attempt=None, api_key="sk-1", top_k=3),
+    ):
+        pass
+    request = chainsight_capture.stage(name="answer").attributes
+    model = chainsight_capture.stage(name="generate").attributes
+    assert request["plan"] == "pro"
+    assert "user_id" not in request
+    assert "extra" not in request
+    assert model[n.GEN_AI_RETRIEVAL_TOP_K] == 3
+    assert "attempt" not in model
+    assert "api_key" not in model
+    assert [s.outcome for s in chainsight_capture.stages] == ["ok", "ok"]
+    # None is a keyword not given; the dict and the credential are counted.
+    counted = chainsight_capture.metric(
+        "chainsight_internal_errors_total", {"where": "invalid_argument:stage_keyword"}
+    )
+    assert counted == 2.0
+
+
+def test_a_none_keyword_is_not_given_at_decoration_either(chainsight_capture: Capture) -> None:
+    @chainsight.traced_stage("tool", name="lookup", region=None)
+    def lookup() -> None: ...
+
+    lookup()
+    assert "region" not in chainsight_capture.stage(name="lookup").attributes
+
+
+def test_odd_keyword_values_do_not_fail_a_disabled_request() -> None:
+    chainsight.configure(enabled=False)
+    try:
+        with chainsight.request("answer", user_id=None, extra={"a": 1}):
+            pass
+    finally:
+        chainsight.reset()
 
 
 # --- every callable shape -----------------------------------------------------------------
@@ -924,3 +967,23 @@ def test_configure_switches_decorated_functions_off_and_on_again(
     chainsight.configure(enabled=True)
     assert run_all() == [1, 2, 3, 4]
     assert len(chainsight_capture.stages) == 8
+
+
+def test_a_stage_in_a_thread_joins_the_request_when_the_context_is_carried(
+    chainsight_capture: Capture,
+) -> None:
+    # What docs/api.md ("Threads") tells users to do with a thread pool.
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    @chainsight.traced_stage("retrieval", name="search_kb")
+    def search_kb(question: str) -> str:
+        return question
+
+    with ThreadPoolExecutor(2) as pool, chainsight.request("answer_ticket", tenant="acme"):
+        pool.submit(contextvars.copy_context().run, search_kb, "q").result()
+        pool.submit(search_kb, "q").result()  # without it: a root of its own
+    request = chainsight_capture.stage(name="answer_ticket").span
+    searches = [s.span for s in chainsight_capture.stages if s.name == "search_kb"]
+    parents = sorted(s.parent.span_id if s.parent else 0 for s in searches)
+    assert parents == [0, request.context.span_id]

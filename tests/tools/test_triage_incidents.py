@@ -263,6 +263,24 @@ def test_by_release_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "0.00200" in new  # cost per request
 
 
+def test_by_release_table_tells_long_ids_apart_by_their_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Real release ids are long and a canary differs only in its last part.
+    prompt = "answer-the-support-ticket-from-the-knowledge-base"
+    spans = Spans(tmp_path / "s.jsonl")
+    _run(spans, 60, 10, lambda s, c: {
+        "release": f"{prompt}@8" if s >= 40 else f"{prompt}@7",
+        "invalid": c % 4 == 0 if s >= 40 else False,
+    })  # fmt: skip
+    main(["triage", "--spans", spans.write(), "--by", "release"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("model=gpt-4o,prompt=")]
+    ids = {row.split()[0] for row in rows}
+    assert any(i.endswith(f"{prompt}@8") for i in ids), rows
+    assert any(i.endswith(f"{prompt}@7") for i in ids), rows
+
+
 # --- what users saw ----------------------------------------------------------------------
 
 

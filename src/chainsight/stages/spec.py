@@ -7,6 +7,7 @@ guarded metric labels) is recomputed by :meth:`Spec.refresh` when ``configure()`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -15,6 +16,7 @@ from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
 from chainsight._text import shown, valid_text
+from chainsight.config import state as _state
 from chainsight.errors import ConfigurationError
 from chainsight.export.metric_families import NO_VALUE, RequestLabels, StageLabels
 from chainsight.stages import openinference
@@ -95,6 +97,8 @@ def _extra_attributes(kind: str, extra: Mapping[str, object]) -> dict[str, Attri
     """The user's keywords as span attributes: semantic names mapped, credentials refused."""
     attrs: dict[str, AttributeValue] = {}
     for key, value in extra.items():
+        if value is None:
+            continue  # a keyword given as None is a keyword not given, as for system= or model=
         if not isinstance(key, str) or not key or valid_text(key) is not key:
             raise ConfigurationError(
                 f"attribute name {shown(key)} must be a non-empty string of valid Unicode (no lone "
@@ -302,12 +306,48 @@ def spec_for(kind: str, name: str | None, kwargs: dict[str, Any]) -> Spec:
         key = found = None
     if found is not None:
         return found
-    spec = make_spec(kind, name or kind, kwargs)
+    spec = make_spec(kind, name or kind, _usable_keywords(kind, kwargs))
     if key is not None:
         if len(_spec_cache) >= _SPEC_CACHE_LIMIT:
             _spec_cache.clear()
         _spec_cache[key] = spec
     return spec
+
+
+# Keywords that name the stage (checked by Spec itself), not attributes.
+_NAMING_KEYWORDS: Final = frozenset(
+    {"system", "provider", "model", "operation", "component", "on_budget_exceeded"}
+)
+
+
+def _usable_keywords(kind: object, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The attribute keywords of a ``stage()``/``request()`` call that can be recorded.
+
+    These run on the request path, where a value that is sometimes odd (``user_id=None``, a
+    dict) must not fail the user's request: such a keyword is dropped and counted (once per
+    call site and set of values, as the spec is cached), where ``traced_stage`` raises at
+    decoration time. None is simply not given, as everywhere.
+    """
+    usable: dict[str, Any] = {}
+    dropped = False
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key not in _NAMING_KEYWORDS:
+            try:
+                _extra_attributes(str(kind), {key: value})
+            except Exception:  # a ConfigurationError, or a value whose own methods fail
+                dropped = True
+                continue
+        usable[key] = value
+    if dropped:
+        _count_dropped()
+    return usable
+
+
+def _count_dropped() -> None:
+    with contextlib.suppress(Exception):  # counting must never fail the request either
+        _state.current().metrics.invalid("stage_keyword")
 
 
 def make_spec(kind: object, name: str, kwargs: dict[str, Any]) -> Spec:

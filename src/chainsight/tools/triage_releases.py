@@ -150,19 +150,26 @@ def blame_release(domain: str, now: Period, base: Period | None) -> ReleaseBlame
 
 # --- the per-release table (--by release) ---------------------------------------------------
 
-#: Characters of a release id shown in the table's first column.
-_ID_WIDTH: Final = 40
+#: At most this many characters of a release id in the table's first column.
+_ID_MAX: Final = 100
 
 
-def _row(period: str, figures: ReleaseFigures) -> str:
-    release = figures.release
-    if len(release) > _ID_WIDTH:
-        release = release[: _ID_WIDTH - 3] + "..."
+def _shown_id(release: str, width: int) -> str:
+    """The id in ``width`` characters; a longer one loses its middle, not its end, because ids
+    of releases that differ often differ only at the end (``...,prompt=answer@8``)."""
+    if len(release) <= width:
+        return release
+    head = (width - 3) // 2
+    return release[:head] + "..." + release[len(release) - (width - 3 - head) :]
+
+
+def _row(period: str, figures: ReleaseFigures, width: int) -> str:
+    release = _shown_id(figures.release, width)
     ratios = "".join(f"{format_percent(figures.ratio(d)):>14}" for d in n.FAULTS)
     p95 = figures.latency.quantile(QUANTILE) if figures.latency is not None else None
     cost = figures.cost_per_request
     return (
-        f"{release:<{_ID_WIDTH}}{period:>9}{format_count(figures.requests):>10}{ratios}"
+        f"{release:<{width}}{period:>9}{format_count(figures.requests):>10}{ratios}"
         f"{format_seconds(p95):>9}{'-' if cost is None else f'{cost:.5f}':>11}"
         f"{format_percent(figures.validation_ratio):>12}"
     )
@@ -173,13 +180,15 @@ def release_table(
 ) -> list[str]:
     """The ``--by release`` table: one row per release and period, newest period first; the
     domain columns are the share of the release's requests a failure in the domain touched."""
+    ids = [f.release for f in (*now.values(), *base.values())]
+    width = min(max((len(i) for i in ids), default=7) + 2, _ID_MAX)
     header = (
-        f"{'release':<{_ID_WIDTH}}{'period':>9}{'requests':>10}"
+        f"{'release':<{width}}{'period':>9}{'requests':>10}"
         + "".join(f"{d:>14}" for d in n.FAULTS)
         + f"{'p95':>9}{'USD/req':>11}{'validation':>12}"
     )
-    rows = [_row("now", f) for f in sorted(now.values(), key=lambda f: -f.requests)]
-    rows += [_row("baseline", f) for f in sorted(base.values(), key=lambda f: -f.requests)]
+    rows = [_row("now", f, width) for f in sorted(now.values(), key=lambda f: -f.requests)]
+    rows += [_row("baseline", f, width) for f in sorted(base.values(), key=lambda f: -f.requests)]
     return [header, *rows] if rows else [header, "(no request carried a release)"]
 
 
