@@ -21,11 +21,11 @@ from tests.integration._servers import (
     HOST,
     PrometheusServer,
     ServerStartError,
-    _http,
     _stop_process,
     _tail,
     _wait_until,
     free_port,
+    ready_or_exited,
     require_binary,
 )
 
@@ -150,15 +150,7 @@ class AlertmanagerServer:
                 stderr=subprocess.STDOUT,
             )
             proc = self._proc
-
-            def ready(proc: subprocess.Popen[bytes] = proc) -> bool:
-                if proc.poll() is not None:
-                    return True
-                try:
-                    return _http(f"{self.url}/-/ready", timeout=1)[0] == 200
-                except OSError:
-                    return False
-
+            ready = ready_or_exited(proc, self.url)
             _wait_until(ready, timeout, interval=0.1)
             if proc.poll() is None and ready():
                 return self

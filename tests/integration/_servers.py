@@ -166,6 +166,21 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def ready_or_exited(proc: subprocess.Popen[bytes], url: str) -> Callable[[], bool]:
+    """A check for ``_wait_until``: the Prometheus-style server answers ``/-/ready``, or it has
+    exited (no point waiting; the caller reads its log)."""
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return _http(f"{url}/-/ready", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    return ready
+
+
 def _wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -977,15 +992,7 @@ class PrometheusServer:
         ]
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         proc = self._proc
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                return _http(f"{self.url}/-/ready", timeout=1)[0] == 200
-            except OSError:
-                return False
-
+        ready = ready_or_exited(proc, self.url)
         _wait_until(ready, timeout, interval=0.1)
         if proc.poll() is None and ready():
             return True
