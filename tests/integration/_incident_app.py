@@ -16,7 +16,7 @@ protocols (OpenAI chat completions, Qdrant's ``points/query``) and injects the i
   through a request-level ``fallback()``;
 - ``slow``: the provider slows down 2.4-fold.
 
-Run: ``python -m tests.integration._incident_app SCENARIO --spans F --metrics-port P
+Run: ``python -m tests.integration._incident_app SCENARIO --spans F --port-file P --go-file G
 --truth T --healthy S --fault S --rps R``. The truth file holds what users really got.
 
 The world answers slowly (a model call 1.0-1.4 s, a search 250-400 ms) so that the event loop's
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -318,12 +319,21 @@ async def serve(app: SupportApp, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _wait_for_file(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--spans", required=True)
     parser.add_argument("--truth", required=True)
-    parser.add_argument("--metrics-port", type=int, required=True)
+    parser.add_argument("--port-file", required=True, help="where the /metrics port is written")
+    parser.add_argument("--go-file", required=True, help="traffic starts once this file exists")
     parser.add_argument("--healthy", type=float, default=24.0)
     parser.add_argument("--fault", type=float, default=12.0)
     parser.add_argument("--rps", type=float, default=20.0)
@@ -336,8 +346,16 @@ def main() -> None:
         service="incident-bot",
         release={"model": "gpt-4o", "prompt": "answer@7"},
         exporter=f"jsonl:{args.spans}",
-        metrics_port=args.metrics_port,
+        # Port 0: a port chosen in advance can be taken by an outgoing connection of another
+        # app before this one binds it. The test reads the port and starts Prometheus on it.
+        metrics_port=0,
     )
+    address = chainsight.metrics_address()
+    assert address is not None
+    with open(args.port_file + ".tmp", "w") as handle:
+        handle.write(str(address[1]))
+    os.replace(args.port_file + ".tmp", args.port_file)
+    _wait_for_file(args.go_file, timeout=120.0)
     app = SupportApp(world.url, plan)
     truth = asyncio.run(serve(app, args))
     chainsight.shutdown(timeout=10)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration._servers import PrometheusServer, free_port, require_binary
+from tests.integration._servers import PrometheusServer, require_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -88,27 +88,33 @@ def _triage(*args: str) -> tuple[int, dict[str, Any]]:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     require_binary("prometheus")
     workdir = tmp_path_factory.mktemp("incidents")
-    ports = {name: free_port() for name in SCHEDULE}
-    prometheus = PrometheusServer(
-        [f"127.0.0.1:{port}" for port in ports.values()], workdir=workdir / "prometheus"
-    )
-    prometheus.start()
+    go = workdir / "go"
     procs: dict[str, subprocess.Popen[str]] = {}
+    prometheus: PrometheusServer | None = None
     try:
-        deadline = time.monotonic() + 30
-        while not prometheus.query("up") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # Each app binds /metrics on a port of its own choosing and waits for `go`, so that
+        # Prometheus scrapes every app from its first request.
         for seed, (name, (healthy, fault)) in enumerate(SCHEDULE.items()):
             cmd = [
                 sys.executable, "-m", "tests.integration._incident_app", name,
                 "--spans", str(workdir / f"{name}.jsonl"),
                 "--truth", str(workdir / f"{name}.truth.json"),
-                "--metrics-port", str(ports[name]), "--healthy", str(healthy),
+                "--port-file", str(workdir / f"{name}.port"), "--go-file", str(go),
+                "--healthy", str(healthy),
                 "--fault", str(fault), "--rps", str(RPS_OF.get(name, RPS)), "--seed", str(seed + 1),
             ]  # fmt: skip
             procs[name] = subprocess.Popen(
                 cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
             )
+        ports = {name: _read_port(workdir / f"{name}.port", procs[name]) for name in SCHEDULE}
+        prometheus = PrometheusServer(
+            [f"127.0.0.1:{port}" for port in ports.values()], workdir=workdir / "prometheus"
+        )
+        prometheus.start()
+        deadline = time.monotonic() + 60
+        while len(prometheus.query("up == 1")) < len(ports) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        go.touch()
         apps: dict[str, Run] = {}
         for name, proc in procs.items():
             _, err = proc.communicate(timeout=180)
@@ -123,7 +129,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        prometheus.stop()
+        if prometheus is not None:
+            prometheus.stop()
+
+
+def _read_port(path: Path, proc: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _, err = proc.communicate(timeout=10)
+            raise AssertionError(f"the app wrote no metrics port ({path}): {err}")
+        time.sleep(0.05)
+    return int(path.read_text())
 
 
 def _app(runs: Runs, scenario: str) -> Run:
