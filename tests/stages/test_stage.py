@@ -987,3 +987,16 @@ def test_a_stage_in_a_thread_joins_the_request_when_the_context_is_carried(
     searches = [s.span for s in chainsight_capture.stages if s.name == "search_kb"]
     parents = sorted(s.parent.span_id if s.parent else 0 for s in searches)
     assert parents == [0, request.context.span_id]
+
+
+def test_a_stage_with_a_list_keyword_is_built_once_per_call_site() -> None:
+    # Lists are unhashable; the spec cache keys them as tuples so a loop does not rebuild the
+    # spec (names, attributes, redaction) on every request.
+    from chainsight.stages.spec import spec_for
+
+    first = spec_for("tool", "tagged", {"tags": ["a", "b"]})
+    again = spec_for("tool", "tagged", {"tags": ["a", "b"]})
+    other = spec_for("tool", "tagged", {"tags": ["a", "c"]})
+    assert again is first
+    assert other is not first
+    assert first.static_attrs["tags"] == ("a", "b")

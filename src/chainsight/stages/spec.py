@@ -299,11 +299,19 @@ _SPEC_CACHE_LIMIT: Final = 2048
 
 def spec_for(kind: str, name: str | None, kwargs: dict[str, Any]) -> Spec:
     """Specs of ``stage()``/``request()`` call sites, cached so a loop pays for one."""
+    key: tuple[Any, ...] | None
     try:
-        key: tuple[Any, ...] | None = (kind, name, *sorted(kwargs.items()))
-        found = _spec_cache.get(key)  # type: ignore[arg-type]
-    except Exception:  # unhashable, or its __hash__/__eq__ fails
-        key = found = None
+        key = (kind, name, *sorted(kwargs.items()))
+        found = _spec_cache.get(key)
+    except Exception:  # a list value (unhashable), or a value whose __hash__/__eq__ fails
+        try:
+            # A list becomes the same attribute as the tuple of its items: key it that way,
+            # so `stage("x", tags=[...])` in a loop is built once, not on every call.
+            frozen = ((k, tuple(v) if type(v) is list else v) for k, v in kwargs.items())
+            key = (kind, name, *sorted(frozen))
+            found = _spec_cache.get(key)
+        except Exception:
+            key = found = None
     if found is not None:
         return found
     spec = make_spec(kind, name or kind, _usable_keywords(kind, kwargs))
