@@ -20,7 +20,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    EventBase,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,6 +49,13 @@ from opentelemetry.util.types import Attributes, AttributeValue
 import chainsight
 from chainsight.export.traces import SwitchableSampler
 from chainsight.stages import spans
+
+
+def _inner(decorated: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a closure-based decorator (the SDK's ``_check_span_ended``) wraps."""
+    cells = decorated.__closure__ or ()
+    return next(cell.cell_contents for cell in cells if callable(cell.cell_contents))
+
 
 # sha256 (first 16 hex digits) of the source of each SDK function the fast path reproduces or
 # whose internals it writes, as in opentelemetry-sdk/-api 1.45.2.
@@ -63,6 +78,12 @@ _FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "get_current_span": (get_current_span, "e067c8d767261963"),
     "set_value": (otel_context.set_value, "80dd333fb63d0c46"),
     "Context": (Context, "6a4dfffa8d4f4339"),
+    # stages.spans.add_frozen_event: add_event without rebuilding the same attributes.
+    "Span.add_event": (SdkSpan.add_event, "6503d7d05c955a74"),
+    "Span._add_event": (SdkSpan._add_event, "31604a84b667423d"),
+    "Span._add_event (inner)": (_inner(SdkSpan._add_event), "3db4c36ae9dffbdf"),
+    "Event.__init__": (Event.__init__, "22ccf5497836a5ae"),
+    "EventBase.__init__": (EventBase.__init__, "8b696d4725e1cab1"),
 }
 
 
@@ -287,3 +308,47 @@ def test_context_with_equals_the_apis_two_steps() -> None:
     assert ours == theirs
     assert get_current_span(ours) is span
     assert parent == {"other": 1}  # the parent is not changed
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [None, SpanLimits(max_event_attributes=1), SpanLimits(max_attribute_length=3)],
+    ids=["default", "one_event_attribute", "short_values"],
+)
+def test_frozen_events_equal_the_sdks_add_event(limits: SpanLimits | None) -> None:
+    provider, exporter, _seen = _provider(limits=limits)
+    tracer = provider.get_tracer("t")
+    event_attrs: dict[str, AttributeValue] = {"gen_ai.evaluation.name": "schema", "b": "pass"}
+    ours, theirs = tracer.start_span("v"), tracer.start_span("v")
+    frozen = spans.frozen_event_attributes(ours, event_attrs)
+    assert frozen is not None
+    for _ in range(2):  # made once, shared by every event
+        assert spans.add_frozen_event(ours, "gen_ai.evaluation.result", frozen)
+        theirs.add_event("gen_ai.evaluation.result", dict(event_attrs))
+    ours.end()
+    theirs.end()
+    mine, sdk = exporter.get_finished_spans()
+
+    def events(span: ReadableSpan) -> list[tuple[Any, ...]]:
+        return [
+            (e.name, list((e.attributes or {}).items()), e.dropped_attributes, e.timestamp > 0)
+            for e in span.events
+        ]
+
+    assert events(mine) == events(sdk)
+    assert mine.events[0].attributes is mine.events[1].attributes  # shared, and immutable:
+    with pytest.raises(TypeError):
+        mine.events[0].attributes["x"] = "y"  # type: ignore[index]
+
+
+def test_frozen_events_refuse_other_limits_and_ended_spans() -> None:
+    provider, exporter, _seen = _provider()
+    other, _exporter, _seen2 = _provider(limits=SpanLimits(max_event_attributes=1))
+    span = provider.get_tracer("t").start_span("v")
+    frozen = spans.frozen_event_attributes(span, {"a": "b"})
+    assert frozen is not None
+    assert not spans.add_frozen_event(other.get_tracer("t").start_span("w"), "e", frozen)
+    assert not spans.add_frozen_event(trace.NonRecordingSpan(span.get_span_context()), "e", frozen)
+    span.end()
+    assert spans.add_frozen_event(span, "e", frozen)  # the SDK's own check: warns, adds nothing
+    assert exporter.get_finished_spans()[0].events == ()

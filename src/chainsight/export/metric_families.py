@@ -15,6 +15,7 @@ from typing import ClassVar, Final, Generic, NamedTuple, NewType, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chainsight import _names as n
+from chainsight.export.fast_metrics import FastCounter, FastGauge, FastHistogram
 
 __all__ = [
     "NO_REQUEST_LABELS",
@@ -110,14 +111,14 @@ class Family(ABC, Generic[M]):
 
 class _CounterFamily(Family[Counter]):
     def _create(self, registry: CollectorRegistry) -> Counter:
-        return Counter(self.name, self.documentation, self.labelnames, registry=registry)
+        return FastCounter(self.name, self.documentation, self.labelnames, registry=registry)
 
 
 class _HistogramFamily(Family[Histogram]):
     buckets: ClassVar[tuple[float, ...]]
 
     def _create(self, registry: CollectorRegistry) -> Histogram:
-        return Histogram(
+        return FastHistogram(
             self.name, self.documentation, self.labelnames, registry=registry, buckets=self.buckets
         )
 
@@ -221,7 +222,7 @@ class InFlight(Family[Gauge]):
     labelnames = (n.L_REQUEST,)
 
     def _create(self, registry: CollectorRegistry) -> Gauge:
-        return Gauge(
+        return FastGauge(
             self.name,
             self.documentation,
             self.labelnames,

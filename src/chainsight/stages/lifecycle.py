@@ -22,6 +22,7 @@ from chainsight.export.metric_families import NO_VALUE
 from chainsight.stages import content as _content
 from chainsight.stages import log as _log
 from chainsight.stages import usage as _usage
+from chainsight.stages import validation as _validation
 from chainsight.stages.attrs import coerce, safe_attribute, safe_text
 from chainsight.stages.faults import Origin, is_cancellation
 from chainsight.stages.spans import clean_once, context_with, set_final
@@ -48,6 +49,7 @@ _RECORDER: Final = Recorder(
     response=_usage.apply_call,
     documents=_usage.record_documents,
     content=_content.record_content,
+    validation=_validation.record,
 )
 
 
@@ -243,6 +245,8 @@ def _end_span(
         span.end()
         return
     attrs: dict[str, AttributeValue] = {n.CS_OUTCOME: outcome}
+    if stage.final_attrs is not None:
+        attrs.update(stage.final_attrs)
     if stage.fault is not None and outcome != n.OUTCOME_OK:
         attrs[n.CS_FAULT] = stage.fault
         if stage.error_type is not None:
@@ -306,7 +310,7 @@ def _record_metrics(stage: Stage, outcome: str, duration: float) -> None:
             stage=stage_label, kind=kind, system=system, fault=fault, error_type=error_type
         ).inc()
     if spec.is_genai:
-        # The GenAI conventions' rule, the same in usage._usage_metrics: the model asked for
+        # The GenAI conventions' rule, the same in usage_metrics.record: the model asked for
         # and the model that answered, each where known (docs/metrics.md).
         usage = stage.usage
         request_model = metrics.guarded("gen_ai_request_model", spec.model)

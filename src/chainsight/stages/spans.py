@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from opentelemetry import trace as trace_api
-from opentelemetry.attributes import _clean_attribute_value
+from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, _Span
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace import _Span
 from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
@@ -45,7 +45,16 @@ from opentelemetry.util.types import AttributeValue
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-__all__ = ["SpanStarter", "clean_once", "context_with", "set_final", "starter_for"]
+__all__ = [
+    "FrozenEvent",
+    "SpanStarter",
+    "add_frozen_event",
+    "clean_once",
+    "context_with",
+    "frozen_event_attributes",
+    "set_final",
+    "starter_for",
+]
 
 SpanStarter = Callable[[str, Context, SpanKind, Mapping[str, AttributeValue]], "Span"]
 """``start(name, parent_context, kind, attributes)``: a started span."""
@@ -209,3 +218,37 @@ def set_final(span: Span, attrs: dict[str, AttributeValue]) -> None:
                     current.update(attrs)
                     return
     span.set_attributes(attrs)
+
+
+#: An SDK span's limits and immutable event attributes made under them, shared by many events.
+FrozenEvent = tuple[Any, Any]
+
+
+def frozen_event_attributes(span: Span, attrs: Mapping[str, AttributeValue]) -> FrozenEvent | None:
+    """``attrs`` made once as the SDK's ``add_event`` makes them for ``span`` (immutable
+    ``BoundedAttributes`` under its limits), to be shared by the events of many spans; None
+    when ``span`` is not the SDK's."""
+    if type(span) is not _Span:
+        return None
+    sdk: Any = span
+    limits = sdk._limits
+    frozen = BoundedAttributes(
+        limits.max_event_attributes,
+        attrs,
+        max_value_len=limits.max_attribute_length,
+        immutable=True,
+    )
+    return limits, frozen
+
+
+def add_frozen_event(span: Span, name: str, event: FrozenEvent) -> bool:
+    """``span.add_event(name, attrs)`` with the attributes :func:`frozen_event_attributes`
+    made; False (nothing added) when they do not fit this span (not the SDK's, other limits)."""
+    if type(span) is not _Span:
+        return False
+    sdk: Any = span
+    limits, frozen = event
+    if sdk._limits is not limits:
+        return False
+    sdk._add_event(Event(name=name, attributes=frozen))
+    return True

@@ -51,7 +51,7 @@ RequestScopes = dict[
 #: (config version, start attributes, metric labels, request scopes), replaced in one assignment
 #: so a stage never mixes two configurations' values when ``configure()`` races with it. The
 #: start attributes are cleaned as the SDK stores them (``stages.spans.clean_once``); the last
-#: is the usage module's memo of guarded labels and metric children (``usage._Children``).
+#: is the usage module's memo of guarded labels and metric children (``usage_metrics._Children``).
 SpecState = tuple[int, dict[str, AttributeValue], StageLabels, RequestScopes, dict[Any, Any]]
 
 # Keyword arguments with a meaning; everything else becomes a span attribute as given.

@@ -95,12 +95,14 @@ class Usage:
 
 
 class Recorder(NamedTuple):
-    """The work behind the verbs that need prices, budgets or the content policy."""
+    """The work behind the verbs that need prices, budgets, the content policy or the SDK's
+    span internals."""
 
     usage: Callable[[Stage, object, object, object, object, object, object, object], None]
     response: Callable[[Stage, StreamAccumulator], None]
     documents: Callable[[Stage, object, object, object], None]
     content: Callable[[Stage, dict[str, object]], None]
+    validation: Callable[[Stage, bool, str | None], None]
 
 
 def classify_exception(cfg: Config, exc: BaseException, spec: Spec) -> Classification:
@@ -149,6 +151,7 @@ class Stage:
         "ended",
         "error_type",
         "fault",
+        "final_attrs",
         "first_chunk",
         "labels",
         "origin",
@@ -200,6 +203,8 @@ class Stage:
         self.rejected_by: str | None = None
         self.first_chunk: float | None = None
         self.usage: Usage | None = None
+        # Span attributes the verbs leave for the end, written with the final ones in one go.
+        self.final_attrs: dict[str, AttributeValue] | None = None
         # (exception, origin) of the latest errors that left child stages: where an error
         # started is remembered here, never on the user's exception object.
         self.child_errors: tuple[tuple[BaseException, Origin], ...] = ()
@@ -330,17 +335,11 @@ class Stage:
             if type(passed) is not bool:
                 self.cfg.metrics.invalid("record_validation")
                 return
-            spec, metrics = self.spec, self.cfg.metrics
             reason_text = self._free_text(reason)
             if reason is not None and reason_text is None:
-                metrics.invalid("record_validation")
-            if self.recording:
-                self._validation_on_span(passed, reason_text)
-            metrics.validations.child(
-                stage=self.labels.stage,
-                validator=metrics.guarded("validator", spec.validator or spec.name),
-                result="passed" if passed else "failed",
-            ).inc()
+                self.cfg.metrics.invalid("record_validation")
+            self.recorder.validation(self, passed, reason_text)
+            spec = self.spec
             failed = None if passed else Origin(spec.name, n.FAULT_MODEL, n.ERR_VALIDATION_FAILED)
             self.validation_failed = failed
             root = self.root
@@ -348,19 +347,6 @@ class Stage:
                 root.validation_failed = failed
         except Exception as exc:
             _state.report_internal("record_validation", exc)
-
-    def _validation_on_span(self, passed: bool, reason: str | None) -> None:
-        attrs: dict[str, AttributeValue] = {n.CS_VALIDATION_PASSED: passed}
-        if reason is not None:
-            attrs[n.CS_VALIDATION_REASON] = reason
-        self.span.set_attributes(attrs)
-        event: dict[str, AttributeValue] = {
-            n.GEN_AI_EVALUATION_NAME: self.spec.validator or self.spec.name,
-            n.GEN_AI_EVALUATION_SCORE_LABEL: "pass" if passed else "fail",
-        }
-        if reason is not None:
-            event[n.GEN_AI_EVALUATION_EXPLANATION] = reason
-        self.span.add_event(n.GEN_AI_EVALUATION_RESULT_EVENT, event)
 
     def fallback(self, *, to: object, reason: object = None) -> None:
         """Say that a fallback served the user: this stage and its request become ``degraded``.
@@ -497,6 +483,11 @@ class Stage:
                 {n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ttfc, n.CS_TTFC_SECONDS: ttfc}
             )
             self.span.add_event(n.EVENT_FIRST_CHUNK, {n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ttfc})
+
+    def _add_final_attributes(self, attrs: dict[str, AttributeValue]) -> None:
+        """Span attributes to write when the stage ends (later values win, as with
+        ``set_attributes``)."""
+        self.final_attrs = attrs if self.final_attrs is None else {**self.final_attrs, **attrs}
 
     def _new_usage(self) -> Usage:
         usage = self.usage = Usage()

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.util.types import AttributeValue
 
 from chainsight import _names as n
 from chainsight.config.state import report_internal
 from chainsight.errors import BudgetExceeded
-from chainsight.export.metric_families import NO_REQUEST_LABELS, RequestLabels
 from chainsight.stages import openinference
+from chainsight.stages import usage_metrics as _metrics
 from chainsight.stages.attrs import safe_text
 from chainsight.stages.content import record_content
 from chainsight.stages.responses import ResponseInfo
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
-
     from chainsight.stages.responses import StreamAccumulator
     from chainsight.stages.stage import Stage
 
@@ -44,15 +42,6 @@ logger = logging.getLogger("chainsight")
 _MAX_COUNT: Final = 2**53
 # The longest model name recorded from record_usage(model=...), in UTF-8 bytes.
 _MODEL_BYTES: Final = 256
-_TOKEN_TYPES: Final = (
-    n.TOKEN_INPUT,
-    n.TOKEN_OUTPUT,
-    n.TOKEN_CACHE_READ,
-    n.TOKEN_CACHE_WRITE,
-    n.TOKEN_REASONING,
-)
-# The GenAI histogram has input and output only (the first two counts).
-_GEN_AI_TOKEN_TYPES: Final = (n.TOKEN_INPUT, n.TOKEN_OUTPUT)
 _warned_unpriced: set[str] = set()
 _WARN_LIMIT: Final = 1000
 
@@ -82,6 +71,23 @@ def record(
     ``answered`` is the model a provider response named for this call (``record_response``);
     ``model`` the one ``record_usage`` named.
     """
+    # The common call, record_usage(input_tokens=int, output_tokens=int), on labels recorded
+    # before: straight through, without the general path's generators (record_short says no
+    # before it changes anything when it cannot take it).
+    if (
+        model is None
+        and cached_input_tokens is None
+        and cache_write_input_tokens is None
+        and reasoning_output_tokens is None
+        and cache_write_1h_input_tokens is None
+        and not units
+        and type(input_tokens) is int
+        and type(output_tokens) is int
+        and 0 <= input_tokens < _MAX_COUNT
+        and 0 <= output_tokens < _MAX_COUNT
+        and _metrics.record_short(stage, input_tokens, output_tokens, provider, answered)
+    ):
+        return
     raw = (
         input_tokens,
         output_tokens,
@@ -122,156 +128,7 @@ def record(
     stage._add_usage(tokens, model, cost)
     if cost is not None and stage.cfg.budgets is not None:
         _spend(stage, model_name, provider_name, cost)
-    _usage_metrics(stage, provider_name, model_name, answered, counts, tokens[:5], cost)
-
-
-class _Children:
-    """The metric children one (stage spec, configuration, model, provider, answering model,
-    request labels) records usage into: guarded once, looked up once each, made only when first
-    used (a child made is a series exposed)."""
-
-    __slots__ = ("cost", "gen_ai", "tokens")
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, Counter] = {}
-        self.gen_ai: dict[str, Histogram] = {}
-        self.cost: Counter | None = None
-
-
-# Memo entries per spec and configuration; a service names few models per stage.
-_CHILDREN_PER_SPEC: Final = 64
-
-
-def _children(
-    stage: Stage, provider_name: str, model_name: str, answered: str | None
-) -> tuple[_Children, bool]:
-    """The memo entry for this call's labels, and whether it is remembered (not when the spec
-    moved on to a newer configuration than the stage's, or a label overflowed the guard: the
-    guard counts each overflowing use)."""
-    labels = _request_labels(stage)
-    key = (provider_name, model_name, labels, answered)
-    state = stage.spec.state
-    memo: dict[Any, _Children] | None = state[4] if state[0] == stage.cfg.version else None
-    if memo is not None:
-        found = memo.get(key)
-        if found is not None:
-            return found, True
-    return _Children(), False
-
-
-def _remember(stage: Stage, key: tuple[Any, ...], children: _Children) -> None:
-    state = stage.spec.state
-    if state[0] != stage.cfg.version or n.OVERFLOW_VALUE in key[2] or n.OVERFLOW_VALUE in key[:2]:
-        return
-    memo: dict[Any, _Children] = state[4]
-    if len(memo) >= _CHILDREN_PER_SPEC:
-        memo.clear()
-    memo[key] = children
-
-
-def _usage_metrics(
-    stage: Stage,
-    provider_name: str,
-    model_name: str,
-    answered: str | None,
-    given: list[int | None],
-    amounts: tuple[int, ...],
-    cost: float | None,
-) -> None:
-    """Token and cost counters for one call, and the GenAI token histogram for GenAI stages."""
-    children, remembered = _children(stage, provider_name, model_name, answered)
-    cost_child = children.cost
-    if remembered and (cost is None or cost_child is not None):
-        tokens = children.tokens
-        found = [(tokens.get(kind), value) for kind, value in zip(_TOKEN_TYPES, amounts) if value]  # noqa: B905
-        # Nothing is recorded until every child is known to exist: a call needing a child not
-        # made yet goes the general way, once, and records everything there.
-        if all(child is not None for child, _value in found) and _gen_ai_observe(
-            stage, children, given, amounts, None, None
-        ):
-            for child, value in found:
-                child.inc(value)  # type: ignore[union-attr]  # checked just above
-            if cost is not None and cost_child is not None:
-                cost_child.inc(cost)
-            return
-    _usage_metrics_first(stage, provider_name, model_name, answered, given, amounts, cost, children)
-
-
-def _gen_ai_observe(
-    stage: Stage,
-    children: _Children,
-    given: list[int | None],
-    amounts: tuple[int, ...],
-    request_model: Any,
-    response_model: Any,
-) -> bool:
-    """Observe the GenAI token histograms; False (nothing observed) if a child is missing and
-    ``request_model`` (the guarded labels to make it with) is None."""
-    if not stage.spec.is_genai:
-        return True
-    gen_ai = children.gen_ai
-    pending = []
-    for token_type, count, value in zip(_GEN_AI_TOKEN_TYPES, given, amounts):  # noqa: B905
-        if count is not None:  # the histogram has input and output only: zip stops there
-            child = gen_ai.get(token_type)
-            if child is None:
-                if request_model is None:
-                    return False
-                metrics = stage.cfg.metrics
-                child = gen_ai[token_type] = metrics.gen_ai_tokens.child(
-                    gen_ai_operation_name=stage.labels.operation,
-                    gen_ai_provider_name=stage.labels.system,
-                    gen_ai_request_model=request_model,
-                    gen_ai_response_model=response_model,
-                    gen_ai_token_type=token_type,
-                )
-            pending.append((child, value))
-    for child, value in pending:
-        child.observe(value)
-    return True
-
-
-def _usage_metrics_first(
-    stage: Stage,
-    provider_name: str,
-    model_name: str,
-    answered: str | None,
-    given: list[int | None],
-    amounts: tuple[int, ...],
-    cost: float | None,
-    children: _Children,
-) -> None:
-    """The general path: guard the labels, record through (and fill) ``children``."""
-    metrics = stage.cfg.metrics
-    provider = metrics.guarded("provider", provider_name)
-    model = metrics.guarded("model", model_name)
-    feature, tenant, team = labels = _request_labels(stage)
-    for token_type, value in zip(_TOKEN_TYPES, amounts):  # noqa: B905 - both have five
-        if value:
-            child = children.tokens.get(token_type)
-            if child is None:
-                child = children.tokens[token_type] = metrics.tokens.child(
-                    provider=provider,
-                    model=model,
-                    token_type=token_type,
-                    feature=feature,
-                    tenant=tenant,
-                )
-            child.inc(value)
-    request_model = response_model = None
-    if stage.spec.is_genai:
-        # The same rule as the duration (lifecycle._record_metrics): asked for, and answered.
-        request_model = metrics.guarded("gen_ai_request_model", stage.spec.model)
-        response_model = metrics.guarded("gen_ai_response_model", answered)
-    _gen_ai_observe(stage, children, given, amounts, request_model, response_model)
-    if cost is not None:
-        if children.cost is None:
-            children.cost = metrics.cost.child(
-                provider=provider, model=model, feature=feature, tenant=tenant, team=team
-            )
-        children.cost.inc(cost)
-    if n.OVERFLOW_VALUE not in (provider, model, request_model, response_model):
-        _remember(stage, (provider_name, model_name, labels, answered), children)
+    _metrics.record(stage, provider_name, model_name, answered, counts, tokens[:5], cost)
 
 
 def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
@@ -297,12 +154,6 @@ def usage_attributes(stage: Stage, attrs: dict[str, AttributeValue]) -> None:
         attrs[n.CS_COST_USD] = usage.own_cost
     if stage.cfg.openinference:
         openinference.usage_attributes(stage.spec.kind, usage, attrs)
-
-
-def _request_labels(stage: Stage) -> RequestLabels:
-    root = stage.root
-    scope = root.scope if root is not None else None
-    return scope.labels if scope is not None else NO_REQUEST_LABELS
 
 
 def _price(
