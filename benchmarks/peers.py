@@ -9,14 +9,15 @@ after the timing, the spans exported are compared with the calls made (a shortfa
 batch processor dropped spans, i.e. less work than the case claims).
 
 The peers are not chainsight's dependencies: this module imports none of them at top level, only
-inside the function that builds that peer's cases. Two suites, because traceloop-sdk 0.62.4 would
-not install beside opentelemetry-sdk 1.45.2:
+inside the function that builds that peer's cases. Three suites, because neither traceloop-sdk
+0.62.4 nor openlit 1.45.0 would install beside opentelemetry-sdk 1.45.2:
 
 * ``--suite main``: R, chainsight, logfire, langfuse (default and without input/output capture);
-* ``--suite traceloop``: R, chainsight, traceloop (default and with content tracing off).
+* ``--suite traceloop``: R, chainsight, traceloop (default and with content tracing off);
+* ``--suite openlit``: R, chainsight, ``@openlit.trace`` (on opentelemetry-sdk 1.45.1).
 
 Each suite has its own R, and ratios are taken against the R of the same process and round, so
-compare ratios, not nanoseconds, across the two. Reproduce from the repository root (measured
+compare ratios, not nanoseconds, across the suites. Reproduce from the repository root (measured
 with CPython 3.11.7; ``pip install .`` copies chainsight, so reinstall after changing ``src/``)::
 
     python3.11 -m venv /tmp/peers/venv
@@ -28,6 +29,10 @@ with CPython 3.11.7; ``pip install .`` copies chainsight, so reinstall after cha
         -c benchmarks/peers-traceloop-constraints.txt
     /tmp/peers/venv-tl/bin/python -m benchmarks.peers --suite traceloop --rounds 41
 
+    python3.11 -m venv /tmp/peers/venv-ol
+    /tmp/peers/venv-ol/bin/pip install . openlit==1.45.0 -c benchmarks/peers-openlit-constraints.txt
+    /tmp/peers/venv-ol/bin/python -m benchmarks.peers --suite openlit --rounds 41
+
 ``--smoke`` runs the checks and one call of each case, no timing; ``--output PATH`` also writes
 the results as JSON. Run on an otherwise idle machine; a full suite takes under a minute.
 """
@@ -35,12 +40,15 @@ the results as JSON. Run on an otherwise idle machine; a full suite takes under 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -75,7 +83,7 @@ from benchmarks._micro import (
 
 __all__ = ["SUITES", "PeerSuite", "format_table", "main"]
 
-SUITES: Final = ("main", "traceloop")
+SUITES: Final = ("main", "traceloop", "openlit")
 SCHEMA: Final = "chainsight.bench-peers/1"
 CHECK_CALLS: Final = 200  # enough calls that a span per 2, 10 or 100 calls would show
 TARGET_NS: Final = 10_000_000  # one timed batch, as in ``python -m benchmarks``
@@ -158,8 +166,10 @@ class PeerSuite:
         if kind == "main":
             self._add_logfire()
             self._add_langfuse()
-        else:
+        elif kind == "traceloop":
             self._add_traceloop()
+        else:
+            self._add_openlit()
 
     # --- building ------------------------------------------------------------------------
     def _pipeline(self, label: str) -> Pipeline:
@@ -315,6 +325,52 @@ class PeerSuite:
             setup=content(False),
         )
 
+    def _add_openlit(self) -> None:
+        import openlit  # type: ignore[import-not-found, unused-ignore]
+        from opentelemetry import trace
+
+        # openlit.init() takes no tracer provider: it reuses the global one when that is an SDK
+        # provider (else it makes one that prints spans to the console), and @openlit.trace takes
+        # its tracer from the global provider when it decorates. So ours, with its BSP and dropping
+        # exporter, becomes the global provider first.
+        pipeline = self._pipeline("openlit")
+        trace.set_tracer_provider(pipeline.provider)
+        if trace.get_tracer_provider() is not pipeline.provider:
+            raise BenchmarkError(
+                "another global tracer provider was already set; openlit's spans "
+                "would not reach the dropping exporter"
+            )
+        # Its auto-instrumentation stays on, as a user gets it (here: openai, anthropic, bedrock,
+        # httpx, requests, urllib, urllib3); no case calls those libraries.
+        errors: list[str] = []
+        with tempfile.TemporaryDirectory() as tmp, _openlit_init_env(errors):
+            # Without pricing_json, init() downloads the price table from GitHub.
+            pricing = Path(tmp, "pricing.json")
+            pricing.write_text("{}", encoding="utf-8")
+            openlit.init(
+                service_name="peer-bench",
+                disable_metrics=True,  # no MeterProvider, no OTLP metric exporter
+                disable_events=True,
+                collect_gpu_stats=False,
+                pricing_json=str(pricing),
+            )
+        if errors:  # init() logs its failures instead of raising them
+            raise BenchmarkError(f"openlit.init() logged errors: {errors}")
+
+        def openlit_stage() -> int:
+            """The same body as chainsight's stage."""
+            return work()
+
+        traced: Callable[[], object] = openlit.trace(openlit_stage)
+        self._add(
+            "openlit",
+            # It has no options: the content is always there, whatever capture_message_content.
+            "@openlit.trace (5 attributes: result, str(args), str(kwargs), service, environment)",
+            _loop(traced),
+            "openlit",
+            "openlit",
+        )
+
     # --- checks --------------------------------------------------------------------------
     def flush(self) -> None:
         """Export everything queued in every pipeline (never inside a timed batch)."""
@@ -372,6 +428,33 @@ class PeerSuite:
         for pipeline in self._pipelines:
             pipeline.close()
         chainsight.reset()
+
+
+@contextlib.contextmanager
+def _openlit_init_env(errors: list[str]) -> Iterator[None]:
+    """While openlit.init() runs: no log-record exporter, and its logged errors collected.
+
+    init() installs a LoggerProvider for its events; OTEL_LOGS_EXPORTER=none gives it no exporter
+    (console or OTLP) at all. The variable is restored afterwards.
+    """
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    handler = Collect(logging.ERROR)
+    log = logging.getLogger("openlit")
+    log.addHandler(handler)
+    saved = os.environ.get("OTEL_LOGS_EXPORTER")
+    os.environ["OTEL_LOGS_EXPORTER"] = "none"
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        if saved is None:
+            del os.environ["OTEL_LOGS_EXPORTER"]
+        else:
+            os.environ["OTEL_LOGS_EXPORTER"] = saved
 
 
 def format_table(
