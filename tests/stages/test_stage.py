@@ -205,6 +205,50 @@ def test_odd_keyword_values_on_the_request_path_are_dropped_and_counted(
     assert counted == 2.0
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        ("top_k", "many", "must be an int from 0"),
+        ("top_k", True, "must be an int from 0"),
+        ("top_k", -1, "must be an int from 0"),
+        ("server_port", 70000, "from 0 to 65535"),
+        ("collection", 5, "must be a non-empty string"),
+        ("validator", ["a"], "must be a non-empty string"),
+        ("prompt_version", 1.5, "must be a string or an int"),
+    ],
+)
+def test_semantic_keywords_of_the_wrong_type_raise_at_decoration(
+    keyword: str, value: object, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=expected) as raised:
+        chainsight.traced_stage("retrieval", name="search", **{keyword: value})
+    assert repr(value) in str(raised.value) or str(value) in str(raised.value)
+
+
+def test_semantic_keywords_of_the_right_type_are_recorded(chainsight_capture: Capture) -> None:
+    @chainsight.traced_stage(
+        "retrieval", name="search", top_k=5, server_port=6333, collection="docs"
+    )
+    def search() -> None: ...
+
+    search()
+    with chainsight.stage("prompt", name="p", prompt_version=7, top_k="many"):
+        pass  # on the request path a wrong type is dropped and counted, not raised
+    attrs = chainsight_capture.stage(name="search").attributes
+    assert attrs[n.GEN_AI_RETRIEVAL_TOP_K] == 5
+    assert attrs[n.SERVER_PORT] == 6333
+    assert attrs[n.DB_COLLECTION_NAME] == "docs"
+    prompt = chainsight_capture.stage(name="p").attributes
+    assert prompt[n.GEN_AI_PROMPT_VERSION] == 7
+    assert n.GEN_AI_RETRIEVAL_TOP_K not in prompt
+    assert (
+        chainsight_capture.metric(
+            "chainsight_internal_errors_total", {"where": "invalid_argument:stage_keyword"}
+        )
+        == 1.0
+    )
+
+
 def test_a_none_keyword_is_not_given_at_decoration_either(chainsight_capture: Capture) -> None:
     @chainsight.traced_stage("tool", name="lookup", region=None)
     def lookup() -> None: ...

@@ -70,6 +70,38 @@ _SEMANTIC_KEYWORDS: Final[dict[str, str]] = {
 }
 
 
+# What the conventions (and chainsight's labels, for validator=) make of a semantic keyword's
+# value: a wrong type is a mistake to name at decoration time, not a value to record. Keywords
+# not listed here take any attribute value.
+_INT_KEYWORDS: Final[dict[str, tuple[int, int, str]]] = {
+    "top_k": (0, 2**31 - 1, "the number of documents asked for"),
+    "server_port": (0, 65535, "a TCP port"),
+}
+_TEXT_KEYWORDS: Final = frozenset(_SEMANTIC_KEYWORDS) - set(_INT_KEYWORDS) - {"prompt_version"}
+
+
+def _check_semantic(kind: str, key: str, value: object) -> None:
+    """Raise ConfigurationError for a semantic keyword whose value has the wrong type."""
+    bounds = _INT_KEYWORDS.get(key)
+    if bounds is not None:
+        low, high, meaning = bounds
+        if type(value) is not int or not low <= value <= high:
+            raise ConfigurationError(
+                f"{key}={shown(value)} for a {shown(kind)} stage must be an int from {low} to "
+                f"{high} ({meaning}); pass it as a number, or leave it out"
+            )
+    elif key in _TEXT_KEYWORDS and (not isinstance(value, str) or not value):
+        raise ConfigurationError(
+            f"{key}={shown(value)} for a {shown(kind)} stage must be a non-empty string; pass "
+            "the name as text, or leave it out"
+        )
+    elif key == "prompt_version" and (isinstance(value, bool) or not isinstance(value, str | int)):
+        raise ConfigurationError(
+            f"prompt_version={shown(value)} for a {shown(kind)} stage must be a string or an "
+            "int, such as '7' or 7"
+        )
+
+
 def _check(
     kind: str,
     names: Mapping[str, str | None],
@@ -110,6 +142,8 @@ def _extra_attributes(kind: str, extra: Mapping[str, object]) -> dict[str, Attri
                 f"{key}= looks like a credential and is never recorded; remove it from the "
                 f"{shown(kind)} stage's keywords"
             )
+        if key in _SEMANTIC_KEYWORDS:
+            _check_semantic(kind, key, value)
         legal = coerce(value)
         if legal is None:
             raise ConfigurationError(
