@@ -352,3 +352,18 @@ def test_frozen_events_refuse_other_limits_and_ended_spans() -> None:
     span.end()
     assert spans.add_frozen_event(span, "e", frozen)  # the SDK's own check: warns, adds nothing
     assert exporter.get_finished_spans()[0].events == ()
+
+
+def test_set_final_cuts_values_as_the_sdk_under_a_length_limit() -> None:
+    # A validation reason is free text: under the app's value-length limit it is cut as the
+    # SDK's set_attributes cuts it, not written whole by the fast path.
+    provider, exporter, _seen = _provider(limits=SpanLimits(max_attribute_length=12))
+    tracer = provider.get_tracer("t")
+    ours, theirs = tracer.start_span("v"), tracer.start_span("v")
+    final: dict[str, AttributeValue] = {"chainsight.validation.reason": "the answer cites none"}
+    spans.set_final(ours, dict(final))
+    theirs.set_attributes(dict(final))
+    ours.end()
+    theirs.end()
+    mine, sdk = exporter.get_finished_spans()
+    assert mine.attributes == sdk.attributes == {"chainsight.validation.reason": "the answer c"}

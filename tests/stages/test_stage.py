@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import functools
 import gc
 import inspect
@@ -212,9 +213,11 @@ def test_odd_keyword_values_on_the_request_path_are_dropped_and_counted(
         ("top_k", True, "must be an int from 0"),
         ("top_k", -1, "must be an int from 0"),
         ("server_port", 70000, "from 0 to 65535"),
-        ("collection", 5, "must be a non-empty string"),
-        ("validator", ["a"], "must be a non-empty string"),
-        ("prompt_version", 1.5, "must be a string or an int"),
+        ("collection", 5.5, "must be a non-empty string or an int"),
+        ("collection", "", "must be a non-empty string or an int"),
+        ("validator", ["a"], "must be a non-empty string or an int"),
+        ("prompt_version", 1.5, "must be a non-empty string or an int"),
+        ("conversation_id", True, "must be a non-empty string or an int"),
     ],
 )
 def test_semantic_keywords_of_the_wrong_type_raise_at_decoration(
@@ -226,10 +229,27 @@ def test_semantic_keywords_of_the_wrong_type_raise_at_decoration(
 
 
 def test_semantic_keywords_of_the_right_type_are_recorded(chainsight_capture: Capture) -> None:
+    class Tool(enum.Enum):
+        SEARCH = "search"
+
+    class Depth(enum.IntEnum):
+        DEEP = 20
+
     @chainsight.traced_stage(
-        "retrieval", name="search", top_k=5, server_port=6333, collection="docs"
+        "retrieval",
+        name="search",
+        top_k=5,
+        server_port=6333,
+        collection="docs",
+        tool=Tool.SEARCH,
+        conversation_id=123,
     )
     def search() -> None: ...
+
+    @chainsight.traced_stage("retrieval", name="deep", top_k=Depth.DEEP)
+    def deep() -> None: ...
+
+    deep()
 
     search()
     with chainsight.stage("prompt", name="p", prompt_version=7, top_k="many"):
@@ -238,6 +258,9 @@ def test_semantic_keywords_of_the_right_type_are_recorded(chainsight_capture: Ca
     assert attrs[n.GEN_AI_RETRIEVAL_TOP_K] == 5
     assert attrs[n.SERVER_PORT] == 6333
     assert attrs[n.DB_COLLECTION_NAME] == "docs"
+    assert attrs[n.GEN_AI_TOOL_NAME] == "search"
+    assert attrs[n.GEN_AI_CONVERSATION_ID] == 123
+    assert chainsight_capture.stage(name="deep").attributes[n.GEN_AI_RETRIEVAL_TOP_K] == 20
     prompt = chainsight_capture.stage(name="p").attributes
     assert prompt[n.GEN_AI_PROMPT_VERSION] == 7
     assert n.GEN_AI_RETRIEVAL_TOP_K not in prompt

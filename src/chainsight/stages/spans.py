@@ -202,13 +202,14 @@ def set_final(span: Span, attrs: dict[str, AttributeValue]) -> None:
     """``span.set_attributes(attrs)`` for chainsight's own final values, without re-cleaning.
 
     Falls back to the SDK's call when a value is not a plain scalar, a key is already set (the
-    SDK moves it to the end), or the span's attribute limit would drop one.
+    SDK moves it to the end), the span's attribute limit would drop one, or its value-length
+    limit may cut one (free text such as a validation reason must be cut as the SDK cuts it).
     """
     if type(span) is _Span:
         sdk: Any = span
         stored = sdk._attributes
         with sdk._lock:
-            if sdk._end_time is None and not stored._immutable:
+            if sdk._end_time is None and not stored._immutable and stored.max_value_len is None:
                 current = stored._dict
                 maxlen = stored.maxlen
                 if (maxlen is None or len(current) + len(attrs) <= maxlen) and (

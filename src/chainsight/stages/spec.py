@@ -77,28 +77,25 @@ _INT_KEYWORDS: Final[dict[str, tuple[int, int, str]]] = {
     "top_k": (0, 2**31 - 1, "the number of documents asked for"),
     "server_port": (0, 65535, "a TCP port"),
 }
-_TEXT_KEYWORDS: Final = frozenset(_SEMANTIC_KEYWORDS) - set(_INT_KEYWORDS) - {"prompt_version"}
 
 
 def _check_semantic(kind: str, key: str, value: object) -> None:
-    """Raise ConfigurationError for a semantic keyword whose value has the wrong type."""
+    """Raise ConfigurationError for a semantic keyword whose value has the wrong type (judged on
+    what it records as: an IntEnum member is an int, a str-valued Enum member a string)."""
+    legal = coerce(value)
     bounds = _INT_KEYWORDS.get(key)
     if bounds is not None:
         low, high, meaning = bounds
-        if type(value) is not int or not low <= value <= high:
+        if type(legal) is not int or not low <= legal <= high:
             raise ConfigurationError(
                 f"{key}={shown(value)} for a {shown(kind)} stage must be an int from {low} to "
                 f"{high} ({meaning}); pass it as a number, or leave it out"
             )
-    elif key in _TEXT_KEYWORDS and (not isinstance(value, str) or not value):
+    elif type(legal) not in (str, int) or legal == "":
+        # Names and ids: text, or an int id (a database key, a version number).
         raise ConfigurationError(
-            f"{key}={shown(value)} for a {shown(kind)} stage must be a non-empty string; pass "
-            "the name as text, or leave it out"
-        )
-    elif key == "prompt_version" and (isinstance(value, bool) or not isinstance(value, str | int)):
-        raise ConfigurationError(
-            f"prompt_version={shown(value)} for a {shown(kind)} stage must be a string or an "
-            "int, such as '7' or 7"
+            f"{key}={shown(value)} for a {shown(kind)} stage must be a non-empty string or an "
+            "int; pass the name or id, or leave it out"
         )
 
 
