@@ -113,9 +113,7 @@ def record(
     write = max(write, write_1h)
     inp = max(inp, read + write)
     spec = stage.spec
-    usage = stage.usage
-    model_name = model or (usage.response_model if usage else None) or spec.model or ""
-    provider_name = spec.provider or provider or spec.system or ""
+    model_name, provider_name = _metrics.call_names(stage, model, provider)
 
     tokens = (inp, out, read, write, reasoning, write_1h)
     # The call's gen_ai_response_model label: what the span records as gen_ai.response.model

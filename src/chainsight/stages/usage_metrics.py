@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from chainsight.stages.stage import Stage
 
-__all__ = ["record", "record_short", "request_labels"]
+__all__ = ["call_names", "record", "record_short", "request_labels"]
 
 _TOKEN_TYPES: Final = (
     n.TOKEN_INPUT,
@@ -33,26 +33,27 @@ _TOKEN_TYPES: Final = (
 _GEN_AI_TOKEN_TYPES: Final = (n.TOKEN_INPUT, n.TOKEN_OUTPUT)
 
 
+def call_names(stage: Stage, model: str | None, provider: str | None) -> tuple[str, str]:
+    """The (model, provider) a call is priced and labelled by: the model ``record_usage`` named,
+    else the one a response named, else the stage's; the stage's provider, else the call's."""
+    spec = stage.spec
+    usage = stage.usage
+    model_name = model or (usage.response_model if usage else None) or spec.model or ""
+    return model_name, spec.provider or provider or spec.system or ""
+
+
 def record_short(
     stage: Stage, inp: int, out: int, provider: str | None, answered: str | None
 ) -> bool:
     """``record`` for input and output counts only, when every child it writes is remembered and
     the model is priced; False (nothing done) otherwise. The same result as the general path
     (tests/stages/test_usage_fast_path.py compares the two)."""
-    cfg = stage.cfg
-    if cfg.budgets is not None:
+    if stage.cfg.budgets is not None:
         return False
     spec = stage.spec
-    state = spec.state
-    if state[0] != cfg.version:
-        return False
-    usage = stage.usage
-    model_name = (usage.response_model if usage else None) or spec.model or ""
-    provider_name = spec.provider or provider or spec.system or ""
-    found: _Children | None = state[4].get(
-        (provider_name, model_name, request_labels(stage), answered)
-    )
-    if found is None or found.rates is None:
+    model_name, provider_name = call_names(stage, None, provider)
+    found, remembered = _children(stage, provider_name, model_name, answered)
+    if not remembered or found.rates is None:
         return False
     tokens = found.tokens
     input_child = tokens.get(n.TOKEN_INPUT) if inp else None
