@@ -9,8 +9,6 @@ against ``export/fast_metrics.py``, adapt it, and update the fingerprints.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +23,7 @@ from prometheus_client.values import MutexValue
 from chainsight._names import LATENCY_BUCKETS
 from chainsight.export.fast_metrics import FastCounter, FastGauge, FastHistogram
 from chainsight.export.metric_families import StageDuration, Tokens
+from tests._fingerprint import fingerprint
 
 # sha256 (first 16 hex digits) of the client code the fast classes reproduce or rely on, as in
 # prometheus-client 0.26.0.
@@ -45,14 +44,10 @@ _FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
 }
 
 
-def _fingerprint(func: Callable[..., Any]) -> str:
-    return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
-
-
 @pytest.mark.parametrize("name", sorted(_FINGERPRINTS))
 def test_the_client_code_the_fast_classes_shortcut_is_unchanged(name: str) -> None:
     func, expected = _FINGERPRINTS[name]
-    found = _fingerprint(func)
+    found = fingerprint(func)
     assert found == expected, (
         f"prometheus-client's {name} changed (fingerprint {found}, expected {expected}); "
         "chainsight.export.fast_metrics shortcuts it: compare the new code with "

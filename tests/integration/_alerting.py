@@ -9,23 +9,19 @@ system service.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tests.integration._servers import (
     HOST,
+    LoggedProcess,
     PrometheusServer,
     ServerStartError,
-    _stop_process,
-    _tail,
-    _wait_until,
     free_port,
-    ready_or_exited,
     require_binary,
 )
 
@@ -88,7 +84,7 @@ class WebhookReceiver:
             return list(self.notifications)
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(LoggedProcess):
     """``prometheus-alertmanager`` on 127.0.0.1, routing everything to one webhook at once."""
 
     def __init__(self, webhook_url: str, *, workdir: Path) -> None:
@@ -96,19 +92,13 @@ class AlertmanagerServer:
         self.webhook_url = webhook_url
         self.workdir = workdir
         self.config_path = workdir / "alertmanager.yml"
-        self.log_path = workdir / "alertmanager.log"
+        super().__init__(workdir / "alertmanager.log")
         self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
         """Base URL, ``http://127.0.0.1:PORT``."""
         return f"http://{HOST}:{self.port}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the Alertmanager log, for failure messages."""
-        return _tail(self.log_path, lines)
 
     def write_config(self) -> None:
         """One route to the webhook; short waits so that a test sees a notification in seconds."""
@@ -135,44 +125,22 @@ class AlertmanagerServer:
         self.write_config()
         for _attempt in range(3):
             self.port = free_port()
-            self._close_log()
-            self._log = self.log_path.open("ab")
-            self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.config_path}",
-                    f"--storage.path={self.workdir / 'data'}",
-                    f"--web.listen-address={HOST}:{self.port}",
-                    # No gossip: one instance, and no second port to collide on.
-                    "--cluster.listen-address=",
-                ],
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
-            proc = self._proc
-            ready = ready_or_exited(proc, self.url)
-            _wait_until(ready, timeout, interval=0.1)
-            if proc.poll() is None and ready():
+            args = [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={HOST}:{self.port}",
+                # No gossip: one instance, and no second port to collide on.
+                "--cluster.listen-address=",
+            ]
+            if self._launch_until_ready(args, self.url, timeout):
                 return self
-            _stop_process(proc)
             if "address already in use" not in self.log_tail().lower():
                 break
         raise ServerStartError(
             f"alertmanager did not become ready on {self.url} within {timeout} s "
             f"(config {self.config_path}); log tail:\n{self.log_tail()}"
         )
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited after 5 s."""
-        if self._proc is not None:
-            _stop_process(self._proc)
-            self._proc = None
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 class AlertingPrometheus(PrometheusServer):

@@ -57,6 +57,7 @@ from redis.retry import Retry
 
 __all__ = [
     "GRPC_CODE_FOR_HTTP_STATUS",
+    "LoggedProcess",
     "OTLPGrpcReceiver",
     "OTLPReceiver",
     "PrometheusQueryError",
@@ -898,7 +899,56 @@ def _http_json(url: str, *, data: bytes | None = None, timeout: float = 10.0) ->
         ) from exc
 
 
-class PrometheusServer:
+class LoggedProcess:
+    """A server binary run as a child process, its output appended to ``log_path``: the start,
+    stop and log handling that PrometheusServer, RedisServer and AlertmanagerServer share."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running process, or None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log, for failure messages."""
+        return _tail(self.log_path, lines)
+
+    def _launch(self, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``args`` with a fresh handle on the log (stdout and stderr both)."""
+        self._close_log()
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(list(args), stdout=self._log, stderr=subprocess.STDOUT)
+        return self._proc
+
+    def _launch_until_ready(self, args: Sequence[str], url: str, timeout: float) -> bool:
+        """``_launch``, then wait for ``url``'s ``/-/ready``; stop it and say False if it exited
+        or was not ready within ``timeout`` seconds."""
+        proc = self._launch(args)
+        ready = ready_or_exited(proc, url)
+        _wait_until(ready, timeout, interval=0.1)
+        if proc.poll() is None and ready():
+            return True
+        _stop_process(proc)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after 5 s; close the log."""
+        if self._proc is not None:
+            _stop_process(self._proc)
+            self._proc = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class PrometheusServer(LoggedProcess):
     """A Prometheus started on 127.0.0.1 with its own config, TSDB directory and log file."""
 
     def __init__(
@@ -923,24 +973,13 @@ class PrometheusServer:
         self.workdir = workdir
         self.storage_path = storage_path if storage_path is not None else workdir / "data"
         self.config_path = workdir / "prometheus.yml"
-        self.log_path = workdir / "prometheus.log"
+        super().__init__(workdir / "prometheus.log")
         self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
         """Base URL, ``http://127.0.0.1:PORT``."""
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running process, or None."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the Prometheus log, for failure messages."""
-        return _tail(self.log_path, lines)
 
     def write_config(self) -> None:
         """Write prometheus.yml: one static job, 1 s evaluation, the given rule files."""
@@ -980,8 +1019,6 @@ class PrometheusServer:
         )
 
     def _spawn(self, timeout: float) -> bool:
-        self._close_log()
-        self._log = self.log_path.open("ab")
         args = [
             self.binary,
             f"--config.file={self.config_path}",
@@ -990,26 +1027,7 @@ class PrometheusServer:
             "--web.enable-lifecycle",
             *self.extra_args,
         ]
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        proc = self._proc
-        ready = ready_or_exited(proc, self.url)
-        _wait_until(ready, timeout, interval=0.1)
-        if proc.poll() is None and ready():
-            return True
-        _stop_process(proc)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if Prometheus has not exited after 5 s."""
-        if self._proc is not None:
-            _stop_process(self._proc)
-            self._proc = None
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        return self._launch_until_ready(args, self.url, timeout)
 
     def reload(self) -> None:
         """Re-read config and rule files (``POST /-/reload``)."""
@@ -1129,30 +1147,19 @@ class PrometheusServer:
 # --- Redis --------------------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(LoggedProcess):
     """A redis-server on 127.0.0.1 with no persistence, which a test can SIGKILL and restart."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.binary = require_binary("redis-server")
         self.workdir = workdir
         self.port = port if port is not None else free_port()
-        self.log_path = workdir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(workdir / "redis.log")
 
     @property
     def url(self) -> str:
         """Connection URL, ``redis://127.0.0.1:PORT/0``."""
         return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running process, or None."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the redis-server log."""
-        return _tail(self.log_path, lines)
 
     def client(self, socket_timeout: float = 2.0, *, retries: int | None = None) -> redis.Redis:
         """A new client for this server; the caller closes it.
@@ -1186,8 +1193,6 @@ class RedisServer:
         if self.pid is not None:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._close_log()
-        self._log = self.log_path.open("ab")
         args = [
             self.binary,
             "--port",
@@ -1203,8 +1208,7 @@ class RedisServer:
             "--dir",
             str(self.workdir),
         ]
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        proc = self._proc
+        proc = self._launch(args)
         _wait_until(lambda: proc.poll() is not None or self.ping(), timeout, interval=0.05)
         if proc.poll() is None and self.ping():
             return self
@@ -1222,18 +1226,6 @@ class RedisServer:
                 self._proc.kill()
             self._proc.wait(timeout=5)
             self._proc = None
-
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL after 5 s) and close the log."""
-        if self._proc is not None:
-            _stop_process(self._proc)
-            self._proc = None
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @contextlib.contextmanager

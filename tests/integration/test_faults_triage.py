@@ -211,21 +211,25 @@ def env() -> Iterator[Env]:
         server.stop()
 
 
+def ask(env: Env, factory: Factory, *, fail: bool) -> str:
+    """One question to a bot from ``factory``: "ok", or the class name of what it raised; the
+    bot's clients are closed either way."""
+    bot = factory(env, fail)
+    try:
+        bot.answer("How do I reset my password?")
+        return "ok"
+    except Exception as exc:
+        return type(exc).__name__
+    finally:
+        bot.qdrant.close()
+        bot.llm.close()
+
+
 def _run(env: Env, factory: Factory, spans: Path, *, rule: bool = True) -> list[str]:
     chainsight.configure(
         service="support-bot", exporter=f"jsonl:{spans}", classifiers=[gateway_rule] if rule else []
     )
-    outcomes = []
-    for i in range(REQUESTS):
-        bot = factory(env, i % 2 == 1)
-        try:
-            bot.answer("How do I reset my password?")
-            outcomes.append("ok")
-        except Exception as exc:
-            outcomes.append(type(exc).__name__)
-        finally:
-            bot.qdrant.close()
-            bot.llm.close()
+    outcomes = [ask(env, factory, fail=i % 2 == 1) for i in range(REQUESTS)]
     assert chainsight.shutdown(timeout=10)
     return outcomes
 

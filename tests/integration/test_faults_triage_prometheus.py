@@ -38,6 +38,7 @@ from tests.integration.test_faults_triage import (
     Env,
     Factory,
     SupportBot,
+    ask,
     gateway_rule,
 )
 
@@ -128,15 +129,7 @@ class Runs:
 def _phase(env: Env, factory: Factory, faulty: bool) -> list[str]:
     outcomes = []
     for i in range(PER_PHASE):
-        bot = factory(env, faulty and i % 2 == 1)
-        try:
-            bot.answer("How do I reset my password?")
-            outcomes.append("ok")
-        except Exception as exc:
-            outcomes.append(type(exc).__name__)
-        finally:
-            bot.qdrant.close()
-            bot.llm.close()
+        outcomes.append(ask(env, factory, fail=faulty and i % 2 == 1))
         time.sleep(PACE)
     return outcomes
 

@@ -18,7 +18,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
@@ -61,6 +61,16 @@ def recorded() -> Iterator[list[ReadableSpan]]:
     chainsight.reset()
 
 
+def _export_with_both(ours: SpanExporter, sdk: SpanExporter, spans: list[ReadableSpan]) -> None:
+    """Send ``spans`` once through each exporter (ours first), both succeeding; shut both."""
+    try:
+        assert ours.export(spans) is SpanExportResult.SUCCESS
+        assert sdk.export(spans) is SpanExportResult.SUCCESS
+    finally:
+        ours.shutdown()
+        sdk.shutdown()
+
+
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
 def test_both_encoders_send_the_same_request(
     otlp_receiver: OTLPReceiver, recorded: list[ReadableSpan], compression: Compression
@@ -68,12 +78,7 @@ def test_both_encoders_send_the_same_request(
     ours = FastOTLPSpanExporter(endpoint=otlp_receiver.traces_url, compression=compression)
     sdk = OTLPSpanExporter(endpoint=otlp_receiver.traces_url, compression=compression)
     assert ours.fast
-    try:
-        assert ours.export(recorded) is SpanExportResult.SUCCESS
-        assert sdk.export(recorded) is SpanExportResult.SUCCESS
-    finally:
-        ours.shutdown()
-        sdk.shutdown()
+    _export_with_both(ours, sdk, recorded)
     first, second = otlp_receiver.trace_requests
     assert first.SerializeToString(deterministic=True) == second.SerializeToString(
         deterministic=True
@@ -145,12 +150,7 @@ def test_both_encoders_send_the_same_request_over_grpc(
     ours = FastGrpcOTLPSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
     sdk = GrpcSpanExporter(endpoint=endpoint, insecure=True, compression=compression)
     assert ours.fast
-    try:
-        assert ours.export(recorded) is SpanExportResult.SUCCESS
-        assert sdk.export(recorded) is SpanExportResult.SUCCESS
-    finally:
-        ours.shutdown()
-        sdk.shutdown()
+    _export_with_both(ours, sdk, recorded)
     first, second = otlp_grpc_receiver.trace_requests
     assert first == second
     assert len(otlp_grpc_receiver.spans()) == 2 * len(recorded)
@@ -184,12 +184,7 @@ def test_a_mistagged_encoder_is_caught_by_the_wire_comparison(
     monkeypatch.setattr(otlp_encode, "_START", b"\x41")
     ours = FastOTLPSpanExporter(endpoint=otlp_receiver.traces_url)
     sdk = OTLPSpanExporter(endpoint=otlp_receiver.traces_url)
-    try:
-        assert ours.export(recorded) is SpanExportResult.SUCCESS
-        assert sdk.export(recorded) is SpanExportResult.SUCCESS
-    finally:
-        ours.shutdown()
-        sdk.shutdown()
+    _export_with_both(ours, sdk, recorded)
     first, second = otlp_receiver.trace_requests
     assert first != second
     span = first.resource_spans[0].scope_spans[0].spans[0]

@@ -9,8 +9,6 @@ the fingerprints.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,6 +47,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 import chainsight
 from chainsight.export.traces import SwitchableSampler
 from chainsight.stages import spans
+from tests._fingerprint import fingerprint
 
 
 def _inner(decorated: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,7 +89,7 @@ _FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
 @pytest.mark.parametrize("name", sorted(_FINGERPRINTS))
 def test_the_sdk_code_the_fast_path_reproduces_is_unchanged(name: str) -> None:
     func, expected = _FINGERPRINTS[name]
-    found = hashlib.sha256(inspect.getsource(func).encode()).hexdigest()[:16]
+    found = fingerprint(func)
     assert found == expected, (
         f"the SDK's {name} changed (fingerprint {found}, expected {expected}); "
         "chainsight.stages.spans reproduces or relies on it: compare the new code with "
