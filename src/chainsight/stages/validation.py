@@ -38,23 +38,26 @@ def record(stage: Stage, passed: bool, reason: str | None) -> None:
 
 
 def _event(stage: Stage, passed: bool, reason: str | None, memo: dict[Any, Any] | None) -> None:
-    spec, span = stage.spec, stage.span
+    span, event = stage.span, n.GEN_AI_EVALUATION_RESULT_EVENT
+    key = ("validation_event", passed)
+    frozen = memo.get(key) if memo is not None and reason is None else None
+    if frozen is not None and spans.add_frozen_event(span, event, frozen):
+        return
+    spec = stage.spec
     attrs: dict[str, AttributeValue] = {
         n.GEN_AI_EVALUATION_NAME: spec.validator or spec.name,
         n.GEN_AI_EVALUATION_SCORE_LABEL: "pass" if passed else "fail",
     }
     if reason is not None:
         attrs[n.GEN_AI_EVALUATION_EXPLANATION] = reason
-        span.add_event(n.GEN_AI_EVALUATION_RESULT_EVENT, attrs)
-        return
-    key = ("validation_event", passed)
-    frozen = memo.get(key) if memo is not None else None
-    if frozen is None:
+    elif memo is not None and frozen is None:
+        # The first check of this result for the spec (and configuration): made once, shared.
         frozen = spans.frozen_event_attributes(span, attrs)
-        if frozen is not None and memo is not None:
+        if frozen is not None:
             memo[key] = frozen
-    if frozen is None or not spans.add_frozen_event(span, n.GEN_AI_EVALUATION_RESULT_EVENT, frozen):
-        span.add_event(n.GEN_AI_EVALUATION_RESULT_EVENT, attrs)
+            if spans.add_frozen_event(span, event, frozen):
+                return
+    span.add_event(event, attrs)
 
 
 def _count(stage: Stage, passed: bool, memo: dict[Any, Any] | None) -> None:
